@@ -1,0 +1,25 @@
+"""Test set-up: 8 simulated CPU devices before JAX starts, and the ../shared/data location."""
+
+import os
+import pathlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(os.environ.get("NS2_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> pathlib.Path:
+    """Path to ../shared/data; skips the test when it is absent (a fresh clone has none)."""
+    if not (SHARED_DATA / "README.md").exists():
+        pytest.skip(f"{SHARED_DATA} is absent")
+    return SHARED_DATA
