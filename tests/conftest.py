@@ -23,3 +23,24 @@ def shared_data() -> pathlib.Path:
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip(f"{SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+import sys  # noqa: E402
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # config modules import `configs.common`
+
+
+def load_config(name: str, preset: str = "smoke", **overrides):
+    """``configs/<name>.py:<preset>`` as a ConfigDict with dotted-key overrides applied."""
+    import importlib
+
+    module = importlib.import_module(f"configs.{name}")
+    config = module.get_config(preset)
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config

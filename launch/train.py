@@ -1,0 +1,65 @@
+"""Train any model of the project: the config names the task (codec, diffusion, aligner, ...).
+
+    python launch/train.py --config=configs/diffusion.py[:preset] --workdir=DIR [--config.a.b=v]
+    python launch/train.py --config=configs/codec.py:paper --dry_run
+
+Running the same command again resumes from the last checkpoint in DIR. SIGTERM/Ctrl-C saves a
+checkpoint and exits. ``--dry_run`` builds the model abstractly (no parameter memory) and prints,
+as its last line, ``{"params": {"<module>": count, ..., "total": count}}``. ``--distributed``
+calls jax.distributed.initialize() (or set NS2_DISTRIBUTED=1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # so config files can `from configs.common import ...`
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file[:preset].", lock_config=False
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory for checkpoints, metrics, samples.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print parameter counts per module and exit.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize().")
+_NUM_CPU_DEVICES = flags.DEFINE_integer(
+    "num_cpu_devices", 0, "Simulate this many CPU devices (testing meshes on one machine)."
+)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags only (see --help).")
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/diffusion.py:tiny.")
+    import jax
+
+    if _NUM_CPU_DEVICES.value:
+        jax.config.update("jax_num_cpu_devices", _NUM_CPU_DEVICES.value)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Orbax and grain log every save at INFO through absl; keep the console for our messages.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from naturalspeech2_jax import parallel
+    from naturalspeech2_jax.train import loop
+
+    if _DRY_RUN.value:
+        print(json.dumps({"params": loop.param_counts(config)}))
+        return
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required for training, e.g. --workdir=runs/ns2_tiny.")
+    if _DISTRIBUTED.value:
+        config.distributed = True
+    parallel.maybe_initialize_distributed(bool(config.get("distributed", False)))
+    loop.train(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,269 @@
+"""The generic training loop used by every model (codec, NS2, aligner).
+
+Reads as: set up devices -> build the task -> create or restore the sharded state -> loop over
+steps (data, jitted step, metrics, evaluation, checkpoints) -> save and close. Resume order: a
+checkpoint in the workdir, else ``config.init_from`` (weights only), else a fresh start, so
+running the same command again continues the run. SIGTERM or Ctrl-C saves and exits cleanly.
+
+Config keys read here (see ``configs/common.py``): seed, total_steps, batch_size (global),
+grad_accum, mesh, axis_rules, precision.{param_dtype,compute_dtype}, ema_decay, log_every,
+eval_every, checkpoint_every, keep_checkpoints, async_checkpoints, max_nonfinite_steps,
+profile_steps, profile_start, init_from, task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+from flax import nnx
+from tqdm import tqdm
+
+from naturalspeech2_jax import parallel
+from naturalspeech2_jax.train import state as state_lib
+from naturalspeech2_jax.train.checkpoint import Checkpointer
+from naturalspeech2_jax.train.metrics import MetricWriter
+from naturalspeech2_jax.train.optim import make_optimizer
+from naturalspeech2_jax.train.step import dtype_from_name, make_train_step
+from naturalspeech2_jax.train.task import Task, make_task
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when too many consecutive steps produced NaN/Inf losses or gradients."""
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop saves a checkpoint and returns at the next step."""
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        log.warning("signal %d received: saving a checkpoint and stopping", signum)
+        self.requested = True
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def config_to_dict(config: Any) -> dict:
+    """JSON-safe dict of an ml_collections config (or a plain mapping)."""
+    if hasattr(config, "to_json_best_effort"):
+        return json.loads(config.to_json_best_effort())
+    return json.loads(json.dumps(dict(config), default=str))
+
+
+class Trainer:
+    """Holds everything the loop needs; ``run()`` trains to ``config.total_steps``."""
+
+    def __init__(self, config: Any, workdir: str | epath.Path, task: Task | None = None):
+        parallel.maybe_initialize_distributed(bool(config.get("distributed", False)))
+        self.config = config
+        self.workdir = epath.Path(workdir)
+        self.task = task or make_task(config)
+        n_dev = int(config.get("num_devices", 0))
+        devices = jax.devices()[:n_dev] if n_dev else None
+        self.mesh = parallel.make_mesh(dict(config.mesh), devices)
+        self.rules = parallel.rules_from_config(config.get("axis_rules"))
+        total = int(config.total_steps)
+        self.groups = self.task.param_groups()
+        self.txs = {g.name: make_optimizer(g.optim, total) for g in self.groups}
+        self.ema_decay = float(config.get("ema_decay", 0.0))
+        self.init_fn = state_lib.make_init_fn(
+            self.task.build_model, self.groups, self.txs, self.ema_decay
+        )
+        self.key = jax.random.key(int(config.seed))
+        self.abstract = jax.eval_shape(self.init_fn, self.key)
+        self.shardings = state_lib.state_shardings(self.abstract, self.mesh, self.rules)
+        abstract_model = nnx.eval_shape(lambda: self.task.build_model(nnx.Rngs(0)))
+        self.graphdef, _, _ = state_lib.split_model(abstract_model, self.groups)
+
+        global_batch = int(config.batch_size)
+        ways = parallel.batch_parallelism(self.mesh, self.rules)
+        if global_batch % ways or global_batch % jax.process_count():
+            raise ValueError(
+                f"batch_size={global_batch} must be a multiple of the batch parallelism {ways} "
+                f"and of the process count {jax.process_count()}; change config.batch_size."
+            )
+        self.local_batch = global_batch // jax.process_count()
+        precision = config.get("precision", {})
+        step_fn = make_train_step(
+            self.graphdef,
+            self.groups,
+            self.txs,
+            compute_dtype=dtype_from_name(precision.get("compute_dtype", "float32")),
+            grad_accum=int(config.get("grad_accum", 1)),
+            ema_decay=self.ema_decay,
+        )
+        self.step_fn = jax.jit(step_fn, out_shardings=(self.shardings, None), donate_argnums=0)
+        self.checkpointer = Checkpointer(
+            self.workdir / "checkpoints",
+            keep=int(config.get("keep_checkpoints", 3)),
+            async_writes=bool(config.get("async_checkpoints", True)),
+        )
+
+    # ----------------------------------------------------------------------------- state
+    def restore_or_init(self, data_iterator: Any) -> state_lib.TrainState:
+        """Workdir checkpoint, then ``init_from`` (weights only), then a fresh state."""
+        target = state_lib.with_shardings(self.abstract, self.shardings)
+        latest = self.checkpointer.latest_step()
+        if latest is not None:
+            state = self.checkpointer.restore_state(latest, target)
+            self._restore_data(latest, data_iterator)
+            log.info("resumed from %s at step %d", self.checkpointer.directory, latest)
+            return state
+        fresh = jax.jit(self.init_fn, out_shardings=self.shardings)(self.key)
+        init_from = self.config.get("init_from")
+        if init_from:
+            source = Checkpointer(epath.Path(init_from) / "checkpoints", async_writes=False)
+            step = source.latest_step()
+            if step is None:
+                raise FileNotFoundError(
+                    f"init_from={init_from} has no checkpoint under checkpoints/; train it first "
+                    "or clear config.init_from."
+                )
+            old = source.restore_state(step, target)
+            source.close()
+            fresh = fresh.replace(params=old.params, rest=old.rest, ema=old.ema)
+            log.info("initialised weights from %s (step %d)", init_from, step)
+        return fresh
+
+    def _restore_data(self, step: int, data_iterator: Any) -> None:
+        if data_iterator is None:
+            return
+        if not self.checkpointer.restore_data(step, data_iterator):
+            # Saved with another process count: the default iterators are indexed by global step,
+            # so repositioning by step reproduces the same global batches.
+            log.warning("no data-iterator state for this topology; repositioning by step %d", step)
+            data_iterator.set_state({"next_index": step})
+
+    def meta(self) -> dict:
+        meta = {"config": config_to_dict(self.config), "process_count": jax.process_count()}
+        extra = getattr(self.task, "checkpoint_meta", None)
+        if extra is not None:
+            meta.update(extra())
+        return meta
+
+    def eval_model(self, state: state_lib.TrainState) -> nnx.Module:
+        """The model with EMA weights when kept (the weights one evaluates and ships)."""
+        params = state.ema if state.ema is not None else state.params
+        return state_lib.merge_model(self.graphdef, self.groups, params, state.rest)
+
+    # ----------------------------------------------------------------------------- loop
+    def run(self) -> state_lib.TrainState:
+        cfg = self.config
+        total = int(cfg.total_steps)
+        data_iterator = self.task.train_iterator(
+            seed=int(cfg.seed),
+            local_batch_size=self.local_batch,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        state = self.restore_or_init(data_iterator)
+        step = int(state.step)
+        if parallel.is_main_process():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            (self.workdir / "config.json").write_text(json.dumps(self.meta()["config"], indent=1))
+        writer = MetricWriter(self.workdir, resume_step=step)
+        log_every = int(cfg.get("log_every", 50))
+        eval_every = int(cfg.get("eval_every", 0))
+        ckpt_every = int(cfg.get("checkpoint_every", 1000))
+        max_bad = int(cfg.get("max_nonfinite_steps", 20))
+        profile_steps = int(cfg.get("profile_steps", 0))
+        profile_start = int(cfg.get("profile_start", 10))
+        pbar = tqdm(
+            total=total,
+            initial=step,
+            disable=not parallel.is_main_process(),
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=2.0,
+        )
+        last_saved = step
+        window_start, window_steps = time.perf_counter(), 0
+        prev_nonfinite = None
+        with _StopFlag() as stop:
+            while step < total:
+                if profile_steps and step == profile_start and parallel.is_main_process():
+                    jax.profiler.start_trace(str(self.workdir / "profile"))
+                batch = parallel.host_batch_to_global(next(data_iterator), self.mesh, self.rules)
+                state, metrics = self.step_fn(state, batch)
+                step += 1
+                window_steps += 1
+                pbar.update(1)
+                if profile_steps and step == profile_start + profile_steps:
+                    jax.block_until_ready(state)
+                    if parallel.is_main_process():
+                        jax.profiler.stop_trace()
+                # Read the previous step's NaN counter: it is (almost) ready, so the host does not
+                # stall the device pipeline waiting for this step.
+                if prev_nonfinite is not None and int(prev_nonfinite) >= max_bad:
+                    raise NonFiniteError(
+                        f"{int(prev_nonfinite)} consecutive steps had NaN/Inf loss or gradients "
+                        f"(last at step {step - 1}); lower the learning rate or check the data."
+                    )
+                prev_nonfinite = metrics["nonfinite_consecutive"]
+                if step % log_every == 0 or step == total:
+                    metrics = jax.device_get(metrics)
+                    elapsed = time.perf_counter() - window_start
+                    metrics["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
+                    writer.write(step, metrics)
+                    loss_keys = [k for k in metrics if k.endswith("/loss")]
+                    pbar.set_postfix({k: f"{float(metrics[k]):.4g}" for k in loss_keys})
+                    window_start, window_steps = time.perf_counter(), 0
+                if eval_every and step % eval_every == 0:
+                    eval_metrics = self.task.evaluate(
+                        self.eval_model(state), step, str(self.workdir)
+                    )
+                    if eval_metrics:
+                        writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+                if step % ckpt_every == 0 or step == total or stop.requested:
+                    self.checkpointer.save(step, state, data_iterator, self.meta(), force=True)
+                    last_saved = step
+                if stop.requested:
+                    log.warning("stopped at step %d after a signal; checkpoint saved", step)
+                    break
+        if int(state.nonfinite) >= max_bad:
+            raise NonFiniteError(
+                f"{int(state.nonfinite)} consecutive steps had NaN/Inf loss or gradients; lower "
+                "the learning rate or check the data."
+            )
+        if last_saved != step:
+            self.checkpointer.save(step, state, data_iterator, self.meta(), force=True)
+        self.checkpointer.close()
+        writer.close()
+        pbar.close()
+        return state
+
+
+def train(config: Any, workdir: str | epath.Path, task: Task | None = None) -> Any:
+    """Train the task that ``config.task`` names to ``config.total_steps`` steps."""
+    return Trainer(config, workdir, task).run()
+
+
+def param_counts(config: Any) -> dict[str, int]:
+    """Per-module parameter counts of the config's model, built abstractly (no memory)."""
+    task = make_task(config)
+    model = nnx.eval_shape(lambda: task.build_model(nnx.Rngs(0)))
+    counts = dict(task.param_count_groups(model))
+    counts["total"] = int(
+        sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    )
+    return counts

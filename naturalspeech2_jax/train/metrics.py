@@ -1,0 +1,80 @@
+"""Metrics output: JSON lines in ``<workdir>/metrics.jsonl`` (+ TensorBoard when installed).
+
+Every line is one JSON object with ``step`` and scalar values. Only process 0 writes. On resume the
+file is truncated to the lines before the restored step, so a killed-and-resumed run leaves the
+same file as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from etils import epath
+
+from naturalspeech2_jax import parallel
+
+log = logging.getLogger(__name__)
+
+
+def to_python(value: Any) -> Any:
+    """Scalars (numpy/JAX) -> float/int; NaN and Inf -> strings so the line stays valid JSON."""
+    v = np.asarray(value)
+    if v.size != 1:
+        return v.tolist()
+    v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class MetricWriter:
+    """Appends metric lines; mirrors them to TensorBoard if tensorboardX is importable."""
+
+    def __init__(self, workdir: str | epath.Path, *, resume_step: int = 0):
+        self.enabled = parallel.is_main_process()
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self._tb = None
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+        except ImportError:
+            self._tb = None
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: to_python(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, int | float):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str | epath.Path) -> list[dict]:
+    """All lines of ``metrics.jsonl`` as dicts (for tests and notebooks)."""
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
