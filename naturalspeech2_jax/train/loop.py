@@ -86,8 +86,13 @@ class Trainer:
         self.groups = self.task.param_groups()
         self.txs = {g.name: make_optimizer(g.optim, total) for g in self.groups}
         self.ema_decay = float(config.get("ema_decay", 0.0))
+        precision = config.get("precision", {})
         self.init_fn = state_lib.make_init_fn(
-            self.task.build_model, self.groups, self.txs, self.ema_decay
+            self.task.build_model,
+            self.groups,
+            self.txs,
+            self.ema_decay,
+            dtype_from_name(precision.get("param_dtype", "float32")),
         )
         self.key = jax.random.key(int(config.seed))
         self.abstract = jax.eval_shape(self.init_fn, self.key)
@@ -103,7 +108,6 @@ class Trainer:
                 f"and of the process count {jax.process_count()}; change config.batch_size."
             )
         self.local_batch = global_batch // jax.process_count()
-        precision = config.get("precision", {})
         step_fn = make_train_step(
             self.graphdef,
             self.groups,

@@ -56,13 +56,21 @@ def make_init_fn(
     groups: Sequence[ParamGroup],
     txs: dict[str, optax.GradientTransformation],
     ema_decay: float,
+    param_dtype: Any = jnp.float32,
 ) -> Callable[[jax.Array], TrainState]:
-    """A pure function seed-key -> fresh TrainState (to be jitted with out_shardings)."""
+    """A pure function seed-key -> fresh TrainState (to be jitted with out_shardings).
+
+    Floating parameters are stored in ``param_dtype`` (the master weights of the precision policy)
+    whatever dtype the modules created them in.
+    """
 
     def init(key: jax.Array) -> TrainState:
         init_key, run_key = jax.random.split(key)
         model = build_model(nnx.Rngs(params=init_key, dropout=init_key))
         _, params, rest = split_model(model, groups)
+        params = jax.tree.map(
+            lambda x: x.astype(param_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
+        )
         opt_state = {g.name: txs[g.name].init(params[g.name]) for g in groups}
         ema = jax.tree.map(jnp.copy, params) if ema_decay > 0 else None
         return TrainState(
@@ -92,7 +100,8 @@ def state_shardings(abstract: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]])
 
     def one(x):
         if _is_var(x):
-            spec = parallel.logical_to_mesh_spec(_logical_names(x), x.value.shape, mesh, rules)
+            shape = x.get_value().shape
+            spec = parallel.logical_to_mesh_spec(_logical_names(x), shape, mesh, rules)
             return x.replace(NamedSharding(mesh, spec))
         return NamedSharding(mesh, jax.sharding.PartitionSpec())
 

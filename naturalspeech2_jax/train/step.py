@@ -99,7 +99,7 @@ def make_train_step(
         new_p = optax.apply_updates(p_group, updates)
         metrics = {f"{group.name}/{k}": v for k, v in metrics.items()}
         metrics[f"{group.name}/loss"] = loss
-        metrics[f"{group.name}/grad_norm"] = optax.global_norm(grads)
+        metrics[f"{group.name}/grad_norm"] = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         return new_p, rest, opt_state, metrics, finite
 
