@@ -147,9 +147,12 @@ def load_audio(
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:
-        # libsndfile's own message (e.g. "Format not recognised") is kept for diagnosis.
+        # Keep libsndfile's reason (e.g. "No 'data' chunk marker") but not its copy of the path,
+        # so the message stays one sentence.
+        reason = getattr(e, "error_string", None) or str(e)
+        reason = reason.replace(str(path), "").strip().rstrip(".").replace(". ", "; ")
         raise AudioError(
-            f"Audio file {path} cannot be decoded ({e}); it is corrupt or in an unsupported format."
+            f"Audio file {path} cannot be decoded ({reason}); it is corrupt or not audio."
         ) from e
     if wav.shape[0] == 0:
         what = "has no audio samples" if start is None and end is None else "segment is empty"

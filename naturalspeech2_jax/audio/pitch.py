@@ -30,6 +30,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -62,7 +63,10 @@ def extract_f0(
     f0_max: float = DEFAULT_F0_MAX,
 ) -> np.ndarray:
     """Raw F0 in Hz at the centre of every frame (0 = unvoiced), ``float64 [ceil(len/hop)]``."""
-    import pyworld
+    with warnings.catch_warnings():
+        # pyworld 0.3.x imports pkg_resources, which warns on every fresh interpreter.
+        warnings.simplefilter("ignore", UserWarning)
+        import pyworld
 
     x = np.asarray(wav, dtype=np.float64)
     if x.ndim != 1:
