@@ -15,10 +15,12 @@ Conventions
   ``2 * n_frames + 1`` points -> ``n_frames`` centres, no averaging and no guessing which end to
   drop. (Harvest's cost does not depend on the frame period: it works on a 1 ms grid internally.)
 * Estimator: Harvest + StoneMask by default. Measured on this project's 2-core machine (one core,
-  real speech from ../shared/data): Harvest runs at about 3.3x real time, DIO at about 100x, but
-  DIO marks ~25 % of Harvest's voiced frames unvoiced and has more octave errors. Pitch targets are
-  computed once per corpus (2.7 h of audio = ~25 min on two cores with Harvest), so quality wins;
-  pass ``method="dio"`` for quick looks.
+  300 utterances of real speech from ../shared/data, including StoneMask and the fill):
+  Harvest runs at about 5.7 audio seconds per wall second, DIO at about 150, but DIO marks about
+  a quarter of Harvest's voiced frames unvoiced (on 10 shared-data utterances: 56 % vs 74 % of
+  frames voiced) and makes more octave jumps. Pitch targets are computed once per corpus (the
+  2.7 h of ../shared/data take ~15 min on two cores with Harvest), so quality wins; pass
+  ``method="dio"`` for quick looks and for metrics on many generated utterances.
 * Fill rule: unvoiced frames (F0 == 0) get log-F0 by linear interpolation (in log-F0, over frame
   index) between the nearest voiced neighbours; before the first / after the last voiced frame
   the first / last voiced value is held constant. An utterance with no voiced frame at all gets

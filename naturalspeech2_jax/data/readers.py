@@ -79,7 +79,8 @@ class Utterance:
     start: float | None = None
     end: float | None = None
     textgrid_path: Path | None = None
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # hash=False: a dict cannot be hashed, and id/paths already identify the utterance.
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
 
 @dataclasses.dataclass
