@@ -27,11 +27,13 @@ __all__ = ["CLAUSE_PUNCTUATION", "normalize_text", "number_to_words", "ordinal_t
 #: Punctuation kept by the normaliser (each becomes a token in the G2P output).
 CLAUSE_PUNCTUATION = ",.!?;:"
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = tuple(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen"
+    ).split()
+)
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _SCALES = [
     (10**12, "trillion"),
     (10**9, "billion"),
