@@ -19,7 +19,9 @@ espeak-ng phoneme events differ from the G2P output is replaced by another sente
 the manifest). Intervals are contiguous, start at 0 and end at ``duration_s``. Phoneme times come
 from espeak-ng's phoneme events (exact sample positions). Pauses between phonemes belong to the
 punctuation token where one sits between them, else to the ``<wb>`` token, else (pause inside a
-word) to the preceding phoneme; ``<wb>`` without a pause has zero length. The leading ``<sil>``
+word) to the preceding phoneme; ``<wb>`` without a pause has zero length. espeak-ng reports a
+few phonemes with zero length (post-vocalic "l" is rendered inside the vowel); such a phoneme gets
+the last third of the preceding phoneme's interval, so every phoneme has positive length. The leading ``<sil>``
 spans the added lead-in silence plus espeak's onset; the trailing ``<sil>`` spans the added tail
 silence (plus espeak's final pause when the sentence has no final punctuation, which otherwise takes
 that final pause).
@@ -327,6 +329,34 @@ def timings_from_events(
         for i in between:
             if i > owner:
                 bounds[i] = (gap_end, gap_end)
+    # espeak-ng renders some phonemes inside their neighbour (post-vocalic "l" in "wall" is the
+    # vowel's offglide) and reports them with zero length. A zero-length phoneme would be
+    # unlearnable for a duration model and unscorable for an aligner, so it takes the last third
+    # of the preceding phoneme (or the first third of the following one at the very start).
+    for k, i in enumerate(phone_positions):
+        start, end = bounds[i]
+        if end > start or len(phone_positions) < 2:
+            continue
+        if k > 0:
+            prev = phone_positions[k - 1]
+            p_start, p_end = bounds[prev]
+            cut = p_end - (p_end - p_start) // 3
+            if cut >= p_end or p_end != start:
+                continue
+            bounds[prev] = (p_start, cut)
+            for j in range(prev + 1, i):  # zero-length <wb> between them moves to the cut
+                bounds[j] = (cut, cut)
+            bounds[i] = (cut, p_end)
+        else:
+            nxt = phone_positions[1]
+            n_start, n_end = bounds[nxt]
+            cut = n_start + (n_end - n_start) // 3
+            if cut <= n_start or n_start != end:
+                continue
+            bounds[nxt] = (cut, n_end)
+            for j in range(i + 1, nxt):
+                bounds[j] = (cut, cut)
+            bounds[i] = (n_start, cut)
     return [(t, s, e) for t, (s, e) in zip(tokens, bounds, strict=True)]
 
 
@@ -454,7 +484,7 @@ def _write_lines(path: str, lines: Sequence[str]) -> None:
 def generate_corpus(
     out_dir: str | os.PathLike[str],
     num_speakers: int = 24,
-    utts_per_speaker: int = 24,
+    utts_per_speaker: int = 20,
     seed: int = 0,
     num_workers: int | None = None,
     num_heldout: int = 4,
@@ -600,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--num-speakers", type=int, default=24)
-    parser.add_argument("--utts-per-speaker", type=int, default=24)
+    parser.add_argument("--utts-per-speaker", type=int, default=20)
     parser.add_argument("--num-heldout", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=None)
