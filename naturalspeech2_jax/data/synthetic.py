@@ -21,14 +21,15 @@ from espeak-ng's phoneme events (exact sample positions). Pauses between phoneme
 punctuation token where one sits between them, else to the ``<wb>`` token, else (pause inside a
 word) to the preceding phoneme; ``<wb>`` without a pause has zero length. espeak-ng reports a
 few phonemes with zero length (post-vocalic "l" is rendered inside the vowel); such a phoneme gets
-the last third of the preceding phoneme's interval, so every phoneme has positive length. The leading ``<sil>``
-spans the added lead-in silence plus espeak's onset; the trailing ``<sil>`` spans the added tail
-silence (plus espeak's final pause when the sentence has no final punctuation, which otherwise takes
-that final pause).
+the last third of the preceding phoneme's interval, so every phoneme has positive length. The
+leading ``<sil>`` spans the added lead-in silence plus espeak's onset; the trailing ``<sil>`` spans
+the added tail silence (plus espeak's final pause when the sentence has no final punctuation,
+which otherwise takes that final pause). A downstream converter to frames must round boundaries,
+not durations, so that durations sum exactly to the number of frames.
 
 Speakers are espeak-ng voice variants of ``en-us`` (the G2P language, so phonemes match) with
 per-speaker pitch, pitch range and rate offsets and small per-utterance jitter. With the default
-24 speakers, speakers spk21..spk24 (``HELDOUT`` order: the last ``num_heldout``) go to
+24 speakers, spk21..spk24 (always the last ``num_heldout`` speakers; default 4) go to
 ``heldout/`` for zero-shot checks; their voice variants are never used by a training speaker.
 
 Deterministic given ``seed`` (each utterance is synthesised by a freshly loaded espeak-ng, so the
@@ -530,9 +531,13 @@ def generate_corpus(
             manifest = json.load(f)
         if manifest.get("config") == config:
             return manifest
+        old = manifest.get("config") or {}
+        diff = {
+            k: f"{old.get(k)!r} there, {v!r} asked" for k, v in config.items() if old.get(k) != v
+        }
         raise ValueError(
-            f"{out_dir} already holds a synthetic corpus made with other settings "
-            f"({manifest.get('config')}); delete it or choose another --out directory."
+            f"{out_dir} already holds a synthetic corpus made with other settings ({diff}); "
+            "delete it or choose another --out directory."
         )
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"{out_dir} exists and is not a directory; choose another --out path.")
