@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from naturalspeech2_jax.data.espeak import get_synthesizer
+from naturalspeech2_jax.data.espeak import EspeakSynthesizer, get_synthesizer, synthesize_fresh
 from naturalspeech2_jax.data.synthetic import (
     SAMPLE_RATE,
     build_sentences,
@@ -169,6 +169,15 @@ def test_espeak_binding_events_match_g2p() -> None:
         synth.synthesize("hello", voice="xx-nonexistent")
     with pytest.raises(ValueError, match="rate"):
         synth.synthesize("hello", rate=10)
+    # A fresh library per call makes synthesis reproducible regardless of earlier calls.
+    first = synthesize_fresh("a short test.", voice="en-us+m3", seed=7)
+    synth.synthesize("something else entirely", voice="en-us+f5")
+    again = synthesize_fresh("a short test.", voice="en-us+m3", seed=7)
+    assert np.array_equal(first.audio, again.audio) and first.events == again.events
+    closed = EspeakSynthesizer()
+    closed.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        closed.synthesize("hello")
 
 
 def test_command_line(tmp_path, capsys) -> None:

@@ -6,8 +6,9 @@ espeak-ng is initialised in ``AUDIO_OUTPUT_SYNCHRONOUS`` mode with phoneme event
 carries the phoneme name (with its stress mark, as the G2P writes it; an empty name is a pause)
 and the index of its first output sample, which is the ground-truth start time.
 
-espeak-ng keeps global state (voice, parameters, callback), so there is one
-:class:`EspeakSynthesizer` per process (:func:`get_synthesizer`). It loads a private copy of the
+espeak-ng keeps global state (voice, parameters, callback, wave generator), so use one
+:class:`EspeakSynthesizer` per process (:func:`get_synthesizer`), or :func:`synthesize_fresh` for
+output that does not depend on what was synthesised before. It loads a private copy of the
 shared library, the same trick phonemizer uses, so that its state never mixes with the G2P's
 espeak instance living in the same process.
 """
@@ -19,10 +20,17 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import numpy as np
 
-__all__ = ["EspeakSynthesizer", "PhonemeEvent", "SynthesisResult", "get_synthesizer"]
+__all__ = [
+    "EspeakSynthesizer",
+    "PhonemeEvent",
+    "SynthesisResult",
+    "get_synthesizer",
+    "synthesize_fresh",
+]
 
 # Constants from espeak-ng's speak_lib.h (API revision 12).
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -125,9 +133,9 @@ class EspeakSynthesizer:
         self._events: list[PhonemeEvent] = []
         self._callback = _CALLBACK(self._on_audio)  # kept alive: espeak holds a raw pointer
         lib.espeak_SetSynthCallback(self._callback)
-        # espeak-ng's noise sources (breath, aspiration) draw from its own PRNG, which otherwise
-        # carries state from one utterance to the next; reseeding per call makes output a
-        # function of the arguments alone. Older builds lack the setter and use libc rand().
+        # espeak-ng's noise sources (breath, aspiration) draw from its own PRNG; reseeding it per
+        # call removes that source of variation (the wave generator's own state remains: see
+        # synthesize_fresh). Older builds lack the setter and use libc rand().
         if hasattr(lib, "espeak_ng_SetRandSeed"):
             lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
             self._set_seed = lib.espeak_ng_SetRandSeed
@@ -169,6 +177,8 @@ class EspeakSynthesizer:
         for name, (value, low, high) in checks.items():
             if not low <= int(value) <= high:
                 raise ValueError(f"espeak {name} must be in [{low}, {high}], got {value}.")
+        if self._lib is None:
+            raise RuntimeError("this EspeakSynthesizer was closed; create a new one.")
         if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
             raise ValueError(f"espeak-ng has no voice {voice!r}; use e.g. 'en-us' or 'en-us+f3'.")
         # Parameters persist across calls in espeak's global state: set every one, every time.
@@ -187,6 +197,29 @@ class EspeakSynthesizer:
         pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         audio = pcm.astype(np.float32) / 32768.0
         return SynthesisResult(audio, self.sample_rate, list(self._events))
+
+    def close(self) -> None:
+        """Unload this private copy of the library (the instance is unusable afterwards)."""
+        import _ctypes
+
+        if getattr(self, "_lib", None) is not None:
+            _ctypes.dlclose(self._lib._handle)
+            self._lib = None
+
+
+def synthesize_fresh(text: str, **kwargs: Any) -> SynthesisResult:
+    """:meth:`EspeakSynthesizer.synthesize` with a freshly loaded espeak-ng, unloaded afterwards.
+
+    espeak-ng keeps wave-generator state between utterances (even across espeak_Terminate), so
+    one instance gives slightly different audio for the same call depending on what it spoke
+    before. A fresh private copy per utterance (about 20 ms) makes the result a pure function of
+    the arguments, which is what a reproducible corpus needs.
+    """
+    synth = EspeakSynthesizer()
+    try:
+        return synth.synthesize(text, **kwargs)
+    finally:
+        synth.close()
 
 
 _INSTANCE: EspeakSynthesizer | None = None

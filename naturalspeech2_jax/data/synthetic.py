@@ -16,7 +16,9 @@ Alignment files hold ``{"utt", "speaker", "transcript", "sample_rate", "num_samp
 "vocab_version", "tokens": [{"token", "start_s", "end_s"}, ...]}``. The token sequence is exactly
 ``naturalspeech2_jax.text.phonemize(transcript)`` (checked for every utterance; a sentence whose
 espeak-ng phoneme events differ from the G2P output is replaced by another sentence and counted in
-the manifest). Intervals are contiguous, start at 0 and end at ``duration_s``. Phoneme times come
+the manifest; this happens when espeak-ng's clause intonation promotes a vowel's stress in speech,
+e.g. a one-word clause "or," spoken as ``ˈɔːɹ`` where the G2P gives ``ɔːɹ``, and did not happen for
+any of 1200 built-in sentences tried). Intervals are contiguous, start at 0 and end at ``duration_s``. Phoneme times come
 from espeak-ng's phoneme events (exact sample positions). Pauses between phonemes belong to the
 punctuation token where one sits between them, else to the ``<wb>`` token, else (pause inside a
 word) to the preceding phoneme; ``<wb>`` without a pause has zero length. espeak-ng reports a
@@ -373,29 +375,12 @@ def _g2p():
     return _G2P_CACHE["g2p"]
 
 
-def _synthesize_fresh(text: str, **kwargs: Any):
-    """Synthesise with a freshly loaded espeak-ng, then unload it.
-
-    espeak-ng keeps wave-generator state between utterances (even across espeak_Terminate), so
-    the same call gives slightly different audio depending on what was spoken before. A fresh
-    private copy of the library per utterance makes every utterance a pure function of its inputs.
-    """
-    import _ctypes
-
-    from naturalspeech2_jax.data.espeak import EspeakSynthesizer
-
-    synth = EspeakSynthesizer()
-    try:
-        return synth.synthesize(text, **kwargs)
-    finally:
-        _ctypes.dlclose(synth._lib._handle)
-
-
 def _speaker_job(job: dict[str, Any]) -> dict[str, Any]:
     """Synthesise ``job['count']`` utterances of one speaker; returns their records."""
     import soundfile as sf
     from scipy.signal import resample_poly
 
+    from naturalspeech2_jax.data.espeak import synthesize_fresh
     from naturalspeech2_jax.text.normalize import normalize_text
 
     spk = SpeakerSpec(**job["speaker"])
@@ -412,7 +397,7 @@ def _speaker_job(job: dict[str, Any]) -> dict[str, Any]:
             text = sentences[next(candidates)]
             rng = np.random.default_rng([job["seed"], job["speaker_index"], utt_index, attempt])
             tokens = g2p.phonemize(text)
-            result = _synthesize_fresh(
+            result = synthesize_fresh(
                 normalize_text(text),
                 voice=spk.voice,
                 rate=int(np.clip(spk.rate + rng.integers(-8, 9), 80, 450)),

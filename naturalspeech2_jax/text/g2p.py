@@ -101,6 +101,19 @@ def split_clauses(normalized: str) -> list[str]:
     return _CLAUSE_RE.findall(normalized)
 
 
+def _attach_stress(phones: list[str]) -> list[str]:
+    """Glue a free-standing stress mark to the phoneme after it (espeak-ng normally does so)."""
+    out: list[str] = []
+    pending = ""
+    for phone in phones:
+        if phone in ("ˈ", "ˌ"):
+            pending = phone
+            continue
+        out.append(pending + phone)
+        pending = ""
+    return out
+
+
 class G2P:
     """Phonemizer front end with a clause-level cache; see the module docstring for conventions.
 
@@ -146,7 +159,7 @@ class G2P:
             if len(self._cache) + len(missing) > self._cache_size:
                 self._cache.clear()  # a simple bound; a corpus rarely repeats clauses anyway
             for clause, phones in zip(missing, raw, strict=True):
-                words = [w.split() for w in phones.split("|")]
+                words = [_attach_stress(w.split()) for w in phones.split("|")]
                 self._cache[clause] = [w for w in words if w]
         return [self._cache[c] for c in clauses]
 
