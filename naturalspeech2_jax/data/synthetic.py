@@ -18,16 +18,16 @@ Alignment files hold ``{"utt", "speaker", "transcript", "sample_rate", "num_samp
 espeak-ng phoneme events differ from the G2P output is replaced by another sentence and counted in
 the manifest; this happens when espeak-ng's clause intonation promotes a vowel's stress in speech,
 e.g. a one-word clause "or," spoken as ``ˈɔːɹ`` where the G2P gives ``ɔːɹ``, and did not happen for
-any of 1200 built-in sentences tried). Intervals are contiguous, start at 0 and end at ``duration_s``. Phoneme times come
-from espeak-ng's phoneme events (exact sample positions). Pauses between phonemes belong to the
-punctuation token where one sits between them, else to the ``<wb>`` token, else (pause inside a
-word) to the preceding phoneme; ``<wb>`` without a pause has zero length. espeak-ng reports a
-few phonemes with zero length (post-vocalic "l" is rendered inside the vowel); such a phoneme gets
-the last third of the preceding phoneme's interval, so every phoneme has positive length. The
-leading ``<sil>`` spans the added lead-in silence plus espeak's onset; the trailing ``<sil>`` spans
-the added tail silence (plus espeak's final pause when the sentence has no final punctuation,
-which otherwise takes that final pause). A downstream converter to frames must round boundaries,
-not durations, so that durations sum exactly to the number of frames.
+any of 1200 built-in sentences tried). Intervals are contiguous, start at 0 and end at
+``duration_s``. Phoneme times come from espeak-ng's phoneme events (exact sample positions). Pauses
+between phonemes belong to the punctuation token where one sits between them, else to the ``<wb>``
+token, else (pause inside a word) to the preceding phoneme; ``<wb>`` without a pause has zero
+length. espeak-ng reports a few phonemes with zero length (post-vocalic "l" is rendered inside the
+vowel); such a phoneme gets the last third of the preceding phoneme's interval, so every phoneme
+has positive length. The leading ``<sil>`` spans the added lead-in silence plus espeak's onset; the
+trailing ``<sil>`` spans the added tail silence (plus espeak's final pause when the sentence has no
+final punctuation, which otherwise takes that final pause). A downstream converter to frames must
+round boundaries, not durations, so that durations sum exactly to the number of frames.
 
 Speakers are espeak-ng voice variants of ``en-us`` (the G2P language, so phonemes match) with
 per-speaker pitch, pitch range and rate offsets and small per-utterance jitter. With the default
