@@ -17,8 +17,8 @@ Alignment files hold ``{"utt", "speaker", "transcript", "sample_rate", "num_samp
 ``naturalspeech2_jax.text.phonemize(transcript)`` (checked for every utterance; a sentence whose
 espeak-ng phoneme events differ from the G2P output is replaced by another sentence and counted in
 the manifest; this happens when espeak-ng's clause intonation promotes a vowel's stress in speech,
-e.g. a one-word clause "or," spoken as ``ˈɔːɹ`` where the G2P gives ``ɔːɹ``, and did not happen for
-any of 1200 built-in sentences tried). Intervals are contiguous, start at 0 and end at
+e.g. a one-word clause "or," spoken as ``ˈɔːɹ`` where the G2P gives ``ɔːɹ``; it happened for none
+of 600 built-in sentences in two voices). Intervals are contiguous, start at 0 and end at
 ``duration_s``. Phoneme times come from espeak-ng's phoneme events (exact sample positions). Pauses
 between phonemes belong to the punctuation token where one sits between them, else to the ``<wb>``
 token, else (pause inside a word) to the preceding phoneme; ``<wb>`` without a pause has zero
