@@ -79,17 +79,22 @@ def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[st
         path = epath.Path(corpus)
         if not path.is_dir():
             raise FileNotFoundError(f"corpus {path} is not a directory; pass a corpus folder.")
-        try:
-            out.append((_split_name(path), readers.read_corpus(path, layout=layout)))
-            continue
-        except readers.CorpusError:
-            pass
         subs = []
         for sub in sorted(p for p in path.iterdir() if p.is_dir()):
             try:
-                subs.append((_split_name(sub), readers.read_corpus(sub, layout=layout)))
+                if layout or readers.detect_layout(sub) != "folder":
+                    subs.append((_split_name(sub), readers.read_corpus(sub, layout=layout)))
             except readers.CorpusError:
                 continue
+        try:
+            # A folder of corpora (train/, dev/ ...) would also read as one plain "folder"
+            # corpus; the structured sub-corpora win then.
+            root_layout = layout or readers.detect_layout(path)
+            if not (subs and root_layout == "folder"):
+                out.append((_split_name(path), readers.read_corpus(path, layout=layout)))
+                continue
+        except readers.CorpusError:
+            pass
         if not subs:
             raise ValueError(
                 f"{path} is not a corpus of any known layout and holds none; give "
