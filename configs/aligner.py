@@ -76,7 +76,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             synth_noise=0.6,
         )
     )
-    c.loss = ml_collections.ConfigDict(dict(forward_sum_weight=1.0))
+    # flat start: CE on a uniform segmentation, weight decaying to 0 over the first steps.
+    c.loss = ml_collections.ConfigDict(
+        dict(forward_sum_weight=1.0, flat_start_weight=1.0, flat_start_steps=max(steps // 4, 50))
+    )
     c.optim.lr = lr
     c.optim.warmup_steps = 30 if preset == "smoke" else 200
     c.optim.schedule = "cosine" if synthetic else "inverse_sqrt"

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -53,7 +54,9 @@ def save_examples(path: str, examples: Sequence[Example]) -> None:
         "phoneme_lengths": np.array([len(e["phonemes"]) for e in examples], np.int64),
     }
     if all("durations" in e for e in examples):
-        arrays["durations"] = np.concatenate([np.asarray(e["durations"], np.int32) for e in examples])
+        arrays["durations"] = np.concatenate(
+            [np.asarray(e["durations"], np.int32) for e in examples]
+        )
     np.savez(path, **arrays)
 
 
@@ -88,7 +91,11 @@ def tone_templates(vocab_size: int, n_mels: int, seed: int = 1234) -> np.ndarray
     templates = np.zeros((vocab_size, n_mels), np.float32)
     for p in range(1, vocab_size):
         for _ in range(rng.integers(2, 4)):
-            centre, width, height = rng.uniform(3, n_mels - 3), rng.uniform(1.5, 4), rng.uniform(3, 6)
+            centre, width, height = (
+                rng.uniform(3, n_mels - 3),
+                rng.uniform(1.5, 4),
+                rng.uniform(3, 6),
+            )
             templates[p] += height * np.exp(-0.5 * ((bins[0] - centre) / width) ** 2)
     return templates
 
@@ -200,7 +207,12 @@ class _PlannedSource:
     """Random-access source: plan position -> example padded to its bucket's shape."""
 
     def __init__(self, examples, plan, bucket_ids, buckets):
-        self.examples, self.plan, self.bucket_ids, self.buckets = examples, plan, bucket_ids, buckets
+        self.examples, self.plan, self.bucket_ids, self.buckets = (
+            examples,
+            plan,
+            bucket_ids,
+            buckets,
+        )
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -287,10 +299,14 @@ class AlignerTask:
         )
 
     def loss(self, model, batch, rng, step):
+        # Flat-start weight: 1 at step 0, linearly to 0 at flat_start_steps (see ctc.py).
+        flat_steps = max(int(self.config.loss.flat_start_steps), 1)
+        flat = jnp.maximum(0.0, 1.0 - step.astype(jnp.float32) / flat_steps)
         return ctc.aligner_losses(
             model,
             batch,
             forward_sum_weight=float(self.config.loss.forward_sum_weight),
+            flat_start_weight=flat * float(self.config.loss.flat_start_weight),
             rngs=nnx.Rngs(dropout=rng),
         )
 
@@ -327,7 +343,9 @@ class AlignerTask:
 
         examples = self.eval_examples()
         aligner = Aligner(model, self.config)
-        results = aligner.align_batch([e["mel"] for e in examples], [e["phonemes"] for e in examples])
+        results = aligner.align_batch(
+            [e["mel"] for e in examples], [e["phonemes"] for e in examples]
+        )
         metrics = {"confidence": float(np.mean([r.confidence for r in results]))}
         if all("durations" in e for e in examples):
             errors = np.concatenate(

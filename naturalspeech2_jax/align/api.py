@@ -1,4 +1,4 @@
-"""Python API of the built-in aligner: train it on a corpus, then turn (mel, phonemes) into durations.
+"""Python API of the built-in aligner: train it on a corpus, then (mel, phonemes) -> durations.
 
     from naturalspeech2_jax.align import api
     examples = [{"mel": api.log_mel(wav, n_frames=len(wav) // 200), "phonemes": ids}, ...]
@@ -48,7 +48,9 @@ def log_mel(wav: np.ndarray, *, n_frames: int | None = None, sample_rate: int = 
     import librosa
 
     if sample_rate != SAMPLE_RATE:
-        raise ValueError(f"log_mel expects {SAMPLE_RATE} Hz audio; resample first (got {sample_rate}).")
+        raise ValueError(
+            f"log_mel expects {SAMPLE_RATE} Hz audio; resample first (got {sample_rate})."
+        )
     wav = np.asarray(wav, np.float32)
     mel = librosa.feature.melspectrogram(
         y=wav, sr=SAMPLE_RATE, n_fft=1024, hop_length=HOP, win_length=800, n_mels=N_MELS,
@@ -78,7 +80,7 @@ class Aligner:
 
     @classmethod
     def from_checkpoint(cls, workdir: str) -> Aligner:
-        """Load the EMA (else raw) weights of the latest checkpoint of ``train_aligner``'s workdir."""
+        """Load the EMA (else raw) weights of the latest checkpoint in an aligner workdir."""
         from naturalspeech2_jax.train import loop
 
         path = epath.Path(workdir) / "config.json"
