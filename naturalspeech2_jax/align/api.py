@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -155,6 +156,22 @@ class Aligner:
         )[0].durations
 
 
+def _config_module():
+    """``configs/aligner.py``; the configs/ folder sits beside the package, outside the wheel."""
+    try:
+        from configs import aligner
+    except ModuleNotFoundError:
+        repo = str(epath.Path(__file__).resolve().parents[2])
+        if not (epath.Path(repo) / "configs" / "aligner.py").exists():
+            raise ModuleNotFoundError(
+                "configs/aligner.py is not importable; run from the repository root or add it "
+                "to PYTHONPATH."
+            ) from None
+        sys.path.insert(0, repo)
+        from configs import aligner
+    return aligner
+
+
 def train_aligner(
     examples: Sequence[dict[str, np.ndarray]],
     workdir: str,
@@ -166,8 +183,9 @@ def train_aligner(
     config points at them, so ``launch/train.py`` can resume the same run. ``overrides`` are
     dotted config keys with ``__`` for dots, e.g. ``total_steps=500, model__vocab_size=90``.
     """
-    from configs import aligner as aligner_config
     from naturalspeech2_jax.train import loop
+
+    aligner_config = _config_module()
 
     config = aligner_config.get_config(preset)
     wd = epath.Path(workdir)
