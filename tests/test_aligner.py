@@ -24,7 +24,9 @@ def _emissions_from_durations(durations, noise=0.0, seed=0):
 
 def _path_score(e, durations):
     ends = np.cumsum(durations)
-    return sum(e[end - d : end, n].sum() for n, (d, end) in enumerate(zip(durations, ends)))
+    return sum(
+        e[end - d : end, n].sum() for n, (d, end) in enumerate(zip(durations, ends, strict=True))
+    )
 
 
 # ---------------------------------------------------------------------------------- Viterbi
@@ -145,7 +147,8 @@ def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("aligner")
     train = aligner_task.synthetic_tone_examples(512, vocab_size=16, seed=0)
     start = time.perf_counter()
-    ckpt = api.train_aligner(train, str(workdir), preset="smoke")
+    # One device (the loop's mesh tests cover 8) and no in-loop evaluation: the test evaluates.
+    ckpt = api.train_aligner(train, str(workdir), preset="smoke", num_devices=1, eval_every=0)
     seconds = time.perf_counter() - start
     return workdir, ckpt, seconds
 

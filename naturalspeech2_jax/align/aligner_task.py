@@ -299,14 +299,15 @@ class AlignerTask:
         )
 
     def loss(self, model, batch, rng, step):
-        # Flat-start weight: 1 at step 0, linearly to 0 at flat_start_steps (see ctc.py).
+        # Flat start hands over to the forward-sum loss: f goes 1 -> 0 over flat_start_steps and
+        # weights the flat-start CE by f and the forward-sum by 1 - f (see ctc.py for why).
         flat_steps = max(int(self.config.loss.flat_start_steps), 1)
-        flat = jnp.maximum(0.0, 1.0 - step.astype(jnp.float32) / flat_steps)
+        f = jnp.maximum(0.0, 1.0 - step.astype(jnp.float32) / flat_steps)
         return ctc.aligner_losses(
             model,
             batch,
-            forward_sum_weight=float(self.config.loss.forward_sum_weight),
-            flat_start_weight=flat * float(self.config.loss.flat_start_weight),
+            forward_sum_weight=(1.0 - f) * float(self.config.loss.forward_sum_weight),
+            flat_start_weight=f * float(self.config.loss.flat_start_weight),
             rngs=nnx.Rngs(dropout=rng),
         )
 

@@ -16,11 +16,11 @@ Losses (``aligner_losses``), both computed from the same head:
     finds, so it trains the phoneme posteriors to be right on *every* frame. CTC alone makes spiky
     posteriors (one frame per phoneme, blank elsewhere) whose boundaries are poor; this term fixes
     that (the same idea as RAD-TTS's alignment loss).
-  * A "flat start" cross-entropy against a uniform segmentation, weighted 1 -> 0 over the first
-    steps (``config.loss.flat_start_steps``). Without it the two losses above, started from
-    uniform posteriors, often settle for hundreds of steps on a degenerate solution (the
-    always-present silence token predicted everywhere); with it the synthetic task aligns exactly
-    within ~150 steps.
+  * A "flat start" cross-entropy against a uniform segmentation of the transcript. The task
+    hands over from it to the forward-sum loss: weights f and 1 - f with f going 1 -> 0 over
+    ``config.loss.flat_start_steps``. Started from uniform posteriors, the forward-sum loss
+    otherwise tends to settle on a degenerate solution (the always-present silence token
+    predicted everywhere and stretched over the utterance), for hundreds of steps or for good.
 Alignment uses ``phoneme_log_probs`` (the non-blank log-softmax).
 """
 
@@ -216,7 +216,7 @@ def aligner_losses(
     model: CTCAligner,
     batch: dict[str, jax.Array],
     *,
-    forward_sum_weight: float,
+    forward_sum_weight: jax.Array | float,
     flat_start_weight: jax.Array | float = 0.0,
     rngs: nnx.Rngs | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
