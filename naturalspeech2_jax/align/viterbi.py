@@ -71,20 +71,24 @@ def viterbi_align(
         # -inf emissions are legal log-probs; clamp so that differences of sums stay finite.
         e = np.nan_to_num(e, nan=-1e4, neginf=-1e4, posinf=0.0)
 
-    # Prefix sums of every token's emissions: cum[j, n] = sum_{u<j} e[u, n], shape [T+1, N].
-    cum = np.zeros((t_len + 1, n_tok), np.float64)
-    np.cumsum(e, axis=0, out=cum[1:])
+    # Prefix sums of every token's emissions, token-major so each token's row is contiguous:
+    # cum[n, j] = sum_{u<j} e[u, n], shape [N, T+1].
+    cum = np.empty((n_tok, t_len + 1), np.float64)
+    cum[:, 0] = 0.0
+    np.cumsum(np.ascontiguousarray(e.T), axis=1, out=cum[:, 1:])
     neg = -np.inf
-    best = np.full((n_tok + 1, t_len + 1), neg)  # best[n, j]: tokens <n cover frames <j
+    best = np.empty((n_tok + 1, t_len + 1), np.float64)  # best[n, j]: tokens <n cover frames <j
+    best[0] = neg
     best[0, 0] = 0.0
     for n in range(n_tok):
-        c = cum[:, n]
+        c = cum[n]
         run = np.maximum.accumulate(best[n] - c)  # max over starts i <= j of B[n, i] - C[i]
         mn = int(m[n])
         row = best[n + 1]
         if mn == 0:
             row[:] = c + run
         else:
+            row[:mn] = neg
             row[mn:] = c[mn:] + run[: t_len + 1 - mn]
 
     if not np.isfinite(best[n_tok, t_len]):
@@ -93,7 +97,7 @@ def viterbi_align(
     j = t_len
     for n in range(n_tok - 1, -1, -1):
         last_start = j - int(m[n])
-        c = cum[:, n]
+        c = cum[n]
         i = int(np.argmax(best[n, : last_start + 1] - c[: last_start + 1]))
         durations[n] = j - i
         j = i
@@ -101,7 +105,7 @@ def viterbi_align(
 
     ends = np.cumsum(durations)
     starts = ends - durations
-    sums = cum[ends, np.arange(n_tok)] - cum[starts, np.arange(n_tok)]
+    sums = cum[np.arange(n_tok), ends] - cum[np.arange(n_tok), starts]
     with np.errstate(invalid="ignore", divide="ignore"):
         token_logprob = np.where(durations > 0, sums / np.maximum(durations, 1), np.nan)
     spoken = durations > 0
