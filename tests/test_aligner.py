@@ -179,6 +179,8 @@ def test_aligner_rejects_bad_inputs(trained):
     mel = np.zeros((4, 80), np.float32)
     with pytest.raises(AlignmentError):
         aligner.align(mel, np.array([1, 2, 3, 4, 5]))
+    out = aligner.align_batch([mel, mel], [np.array([1, 2]), np.arange(1, 9)], on_error="return")
+    assert out[0].durations.sum() == 4 and isinstance(out[1], AlignmentError)
     with pytest.raises(ValueError, match="vocab"):
         aligner.align(mel, np.array([99]))
     with pytest.raises(FileNotFoundError, match="not an aligner workdir"):

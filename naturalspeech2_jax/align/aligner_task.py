@@ -345,15 +345,17 @@ class AlignerTask:
         examples = self.eval_examples()
         aligner = Aligner(model, self.config)
         results = aligner.align_batch(
-            [e["mel"] for e in examples], [e["phonemes"] for e in examples]
+            [e["mel"] for e in examples], [e["phonemes"] for e in examples], on_error="return"
         )
-        metrics = {"confidence": float(np.mean([r.confidence for r in results]))}
-        if all("durations" in e for e in examples):
+        ok = [
+            (r, e) for r, e in zip(results, examples, strict=True) if not isinstance(r, Exception)
+        ]
+        metrics = {"failed": float(len(results) - len(ok))}
+        if ok:
+            metrics["confidence"] = float(np.mean([r.confidence for r, _ in ok]))
+        if ok and all("durations" in e for _, e in ok):
             errors = np.concatenate(
-                [
-                    boundary_errors_ms(r.durations, e["durations"])
-                    for r, e in zip(results, examples, strict=True)
-                ]
+                [boundary_errors_ms(r.durations, e["durations"]) for r, e in ok]
             )
             metrics["boundary_error_median_ms"] = float(np.median(errors))
             metrics["boundary_error_mean_ms"] = float(np.mean(errors))

@@ -126,20 +126,38 @@ class Aligner:
         mels: Sequence[np.ndarray],
         phonemes: Sequence[np.ndarray],
         *,
-        min_frames: Sequence[np.ndarray] | None = None,
+        min_frames: Sequence[np.ndarray | int] | None = None,
         min_confidence: float | None = None,
-    ) -> list[Alignment]:
-        """Viterbi alignments (durations sum to each mel's T); raises ``AlignmentError``."""
+        on_error: str = "raise",
+    ) -> list[Alignment | AlignmentError]:
+        """Viterbi alignments (durations sum to each mel's T exactly).
+
+        ``min_frames[k]`` is utterance k's per-token minimum (0 for optional silences and word
+        boundaries; default 1 everywhere). An utterance that cannot be aligned (fewer frames than
+        tokens) or whose confidence is below ``min_confidence`` raises ``AlignmentError``, or,
+        with ``on_error="return"``, leaves the error in its place so a corpus job can report and
+        skip it.
+        """
+        if on_error not in ("raise", "return"):
+            raise ValueError(f"on_error must be 'raise' or 'return', not {on_error!r}.")
         if len(mels) != len(phonemes):
             raise ValueError(f"{len(mels)} mels but {len(phonemes)} phoneme sequences.")
-        for p in phonemes:
+        n_mels = int(self.config.model.n_mels)
+        for mel, p in zip(mels, phonemes, strict=True):
+            if np.ndim(mel) != 2 or np.shape(mel)[1] != n_mels:
+                raise ValueError(f"mel must be [T, {n_mels}] (api.log_mel); got {np.shape(mel)}.")
             if len(p) and int(np.max(p)) >= self.vocab_size:
                 raise ValueError(f"phoneme id {int(np.max(p))} >= aligner vocab {self.vocab_size}.")
-        results = []
+        results: list[Alignment | AlignmentError] = []
         for k, lp in enumerate(self.log_probs(mels)):
             ids = np.asarray(phonemes[k], np.int64)
             mf = 1 if min_frames is None else min_frames[k]
-            results.append(viterbi_align(lp[:, ids], mf, min_confidence=min_confidence))
+            try:
+                results.append(viterbi_align(lp[:, ids], mf, min_confidence=min_confidence))
+            except AlignmentError as err:
+                if on_error == "raise":
+                    raise
+                results.append(err)
         return results
 
     def align(
