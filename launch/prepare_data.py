@@ -30,7 +30,9 @@ _EMBEDDED = flags.DEFINE_bool("embedded", False, "Generate and prepare the embed
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Output folder for prepared datasets.")
 _NAME = flags.DEFINE_string("name", None, "Dataset name (default: from the corpus folder).")
 _LAYOUT = flags.DEFINE_enum(
-    "layout", None, ["kaldi", "libritts", "librispeech", "vctk", "mls", "ljspeech", "folder"],
+    "layout",
+    None,
+    ["kaldi", "libritts", "librispeech", "vctk", "mls", "ljspeech", "folder"],
     "Corpus layout (default: detected).",
 )
 _DURATIONS = flags.DEFINE_enum("durations", "auto", ["auto", "aligner", "exact"], "Source.")
@@ -68,9 +70,16 @@ def main(argv: list[str]) -> None:
         name = "_".join(os.path.basename(os.path.normpath(c)) for c in corpora).lower()
         name = "".join(ch if ch.isalnum() else "_" for ch in name)
     result = prepare_corpus(
-        corpora, _DATA_DIR.value, name=name, layout=_LAYOUT.value, durations=_DURATIONS.value,
-        aligner_preset=_ALIGNER_PRESET.value, pitch_method=_PITCH.value,
-        trim_silence=_TRIM.value, min_seconds=_MIN_S.value, max_seconds=_MAX_S.value,
+        corpora,
+        _DATA_DIR.value,
+        name=name,
+        layout=_LAYOUT.value,
+        durations=_DURATIONS.value,
+        aligner_preset=_ALIGNER_PRESET.value,
+        pitch_method=_PITCH.value,
+        trim_silence=_TRIM.value,
+        min_seconds=_MIN_S.value,
+        max_seconds=_MAX_S.value,
         num_workers=_WORKERS.value or None,
     )
     print(json.dumps({"dataset_dir": str(result.dataset_dir), **result.card}, indent=1))

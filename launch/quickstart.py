@@ -53,8 +53,18 @@ def stage_corpus(workdir: epath.Path, preset: str) -> dict:
 def stage_data(workdir: epath.Path, preset: str) -> dict:
     from naturalspeech2_jax.data.prepare import prepare_corpus
 
-    corpus = _CORPUS.value or str(workdir / "corpus")
-    result = prepare_corpus(corpus, workdir / "data", layout=_LAYOUT.value, name="quickstart")
+    if _CORPUS.value:  # a real corpus: durations from TextGrids or the built-in aligner
+        result = prepare_corpus(
+            _CORPUS.value, workdir / "data", layout=_LAYOUT.value, name="quickstart"
+        )
+    else:  # the embedded corpus ships exact timings; DIO pitch suffices for synthetic speech
+        result = prepare_corpus(
+            str(workdir / "corpus"),
+            workdir / "data",
+            name="quickstart",
+            durations="exact",
+            pitch_method="dio",
+        )
     return {"dataset_dir": str(result.dataset_dir)}
 
 

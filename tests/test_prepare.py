@@ -16,8 +16,9 @@ from naturalspeech2_jax.data.synthetic import generate_corpus
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
-    generate_corpus(out, num_speakers=3, utts_per_speaker=3, num_heldout=1, num_workers=1,
-                    progress=False)
+    generate_corpus(
+        out, num_speakers=3, utts_per_speaker=3, num_heldout=1, num_workers=1, progress=False
+    )
     return out
 
 
@@ -28,8 +29,15 @@ def test_boundaries_round_to_frames_and_sum_exactly():
 
 
 def test_embedded_corpus_prepares_with_exact_durations(tmp_path, tiny_corpus):
-    result = prepare_corpus(tiny_corpus, tmp_path, name="tiny", durations="exact",
-                            pitch_method="dio", num_workers=1, progress=False)
+    result = prepare_corpus(
+        tiny_corpus,
+        tmp_path,
+        name="tiny",
+        durations="exact",
+        pitch_method="dio",
+        num_workers=1,
+        progress=False,
+    )
     card = result.card
     assert set(card["splits"]) == {"train", "heldout"}
     assert card["splits"]["train"]["utterances"] == 6 and card["splits"]["heldout"]["speakers"] == 1
@@ -54,7 +62,7 @@ def test_bad_utterances_are_reported_and_skipped(tmp_path, tiny_corpus):
     spk.mkdir(parents=True)
     rng = np.random.default_rng(0)
     t = np.arange(16000 * 2) / 16000
-    voice = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)))
+    voice = 0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
     sf.write(spk / "good.flac", voice, 16000)
     stereo8k = np.stack([voice[::2], voice[::2]], 1) + 0.01 * rng.normal(size=(16000, 2))
     sf.write(spk / "stereo8k.wav", stereo8k, 8000)
@@ -62,9 +70,14 @@ def test_bad_utterances_are_reported_and_skipped(tmp_path, tiny_corpus):
     sf.write(spk / "empty.flac", np.zeros(0), 16000)
     sf.write(spk / "punct.flac", voice, 16000)
     sf.write(spk / "short.flac", voice[:1000], 16000)
-    texts = {"good": "Hello there, my friend.", "stereo8k": "Eight kilohertz stereo input.",
-             "corrupt": "This file is corrupt.", "empty": "Nothing in here.",
-             "punct": "?!... --", "short": "Too short to use."}
+    texts = {
+        "good": "Hello there, my friend.",
+        "stereo8k": "Eight kilohertz stereo input.",
+        "corrupt": "This file is corrupt.",
+        "empty": "Nothing in here.",
+        "punct": "?!... --",
+        "short": "Too short to use.",
+    }
     (corpus / "text").write_text("".join(f"{k} {v}\n" for k, v in texts.items()))
     (corpus / "utt2spk").write_text("".join(f"{k} spk1\n" for k in texts))
     (corpus / "wav.scp").write_text(
@@ -72,7 +85,31 @@ def test_bad_utterances_are_reported_and_skipped(tmp_path, tiny_corpus):
     )
     # The aligner is not under test here: give exact durations by skipping alignment.
     with pytest.raises(ValueError, match="survived"):
-        prepare_corpus(corpus, tmp_path / "out", name="bad", durations="exact", progress=False,
-                       num_workers=1, pitch_method="dio")
+        prepare_corpus(
+            corpus,
+            tmp_path / "out",
+            name="bad",
+            durations="exact",
+            progress=False,
+            num_workers=1,
+            pitch_method="dio",
+        )
     rejected = (tmp_path / "out" / "_work").exists()
     assert rejected
+
+
+def test_embedded_dataset_is_built_once_and_cached(tmp_path):
+    from naturalspeech2_jax.data.embedded import embedded_dataset_dir, resolve_dataset_dir
+
+    first = embedded_dataset_dir("smoke", tmp_path)
+    card = json.loads((tmp_path / "embedded_smoke/data/embedded/1.0.0/card.json").read_text())
+    assert card["splits"]["heldout"]["speakers"] == 2 and card["splits"]["train"]["speakers"] == 4
+    stamp = (tmp_path / "embedded_smoke/data/embedded/1.0.0/card.json").stat().st_mtime
+    assert embedded_dataset_dir("smoke", tmp_path) == first  # cached: not rebuilt
+    assert (tmp_path / "embedded_smoke/data/embedded/1.0.0/card.json").stat().st_mtime == stamp
+    assert len(pipeline.open_split(first, "train")) == 16
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict({"data": {"dataset_dir": str(tmp_path / "nope")}})
+    with pytest.raises(FileNotFoundError, match="prepare_data.py"):
+        resolve_dataset_dir(cfg)

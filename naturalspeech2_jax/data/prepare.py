@@ -146,8 +146,13 @@ def _audio_features(job: tuple) -> tuple[str, str | None]:
         return utt_id, f"feature frames {len(log_f0)}/{len(mel)} != audio frames {n}"
     audio = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)
     tmp = cache + ".tmp.npz"
-    np.savez(tmp, audio=audio, log_f0=log_f0.astype(np.float32), voiced=voiced.astype(np.int8),
-             mel=mel.astype(np.float16))
+    np.savez(
+        tmp,
+        audio=audio,
+        log_f0=log_f0.astype(np.float32),
+        voiced=voiced.astype(np.int8),
+        mel=mel.astype(np.float16),
+    )
     os.replace(tmp, cache)
     return utt_id, None
 
@@ -212,10 +217,15 @@ def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rej
     lines += ["| split | utterances | speakers | hours |", "|---|---|---|---|"]
     for split, s in card["splits"].items():
         lines.append(f"| {split} | {s['utterances']} | {s['speakers']} | {s['hours']:.3f} |")
-    lines += ["", f"Durations from: {card['durations_source']}",
-              f"Rejected: {card['rejected_total']} ({card['rejected_by_reason']})",
-              f"Phoneme vocabulary version: {card['vocab_version']}",
-              "", "![lengths](lengths.png)", ""]
+    lines += [
+        "",
+        f"Durations from: {card['durations_source']}",
+        f"Rejected: {card['rejected_total']} ({card['rejected_by_reason']})",
+        f"Phoneme vocabulary version: {card['vocab_version']}",
+        "",
+        "![lengths](lengths.png)",
+        "",
+    ]
     (out / "card.md").write_text("\n".join(lines))
     import matplotlib
 
@@ -277,8 +287,12 @@ def prepare_corpus(
             rejected.append((split, u.id, f"unknown symbols: {e}"))
 
     # Audio features in parallel (spawned workers: never fork a process that runs JAX).
-    worker_opts = dict(trim_silence=opts.trim_silence, min_seconds=opts.min_seconds,
-                       max_seconds=opts.max_seconds, pitch_method=opts.pitch_method)
+    worker_opts = dict(
+        trim_silence=opts.trim_silence,
+        min_seconds=opts.min_seconds,
+        max_seconds=opts.max_seconds,
+        pitch_method=opts.pitch_method,
+    )
     jobs = []
     for split, u, _, _ in items:
         (work / split).mkdir(parents=True, exist_ok=True)
@@ -324,20 +338,31 @@ def prepare_corpus(
                     continue
                 with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
                     yield {
-                        "id": u.id, "text": u.text, "speaker": u.speaker,
-                        "speaker_id": speaker_ids[u.speaker], "audio": f["audio"],
-                        "phonemes": np.asarray(ids, np.int32), "durations": durations[u.id],
-                        "log_f0": f["log_f0"], "voiced": f["voiced"],
+                        "id": u.id,
+                        "text": u.text,
+                        "speaker": u.speaker,
+                        "speaker_id": speaker_ids[u.speaker],
+                        "audio": f["audio"],
+                        "phonemes": np.asarray(ids, np.int32),
+                        "durations": durations[u.id],
+                        "log_f0": f["log_f0"],
+                        "voiced": f["voiced"],
                     }
 
         return gen
 
     split_names = [s for s, _ in splits if any(x[0] == s for x in final)]
     if not split_names:
-        raise ValueError(f"no utterance of {corpora} survived preparation; see the reasons: "
-                         f"{Counter(r for _, _, r in rejected).most_common(5)}")
-    out_dir = write_dataset(data_dir, opts.name, {s: split_examples(s) for s in split_names},
-                            description=f"Prepared from {', '.join(corpora)}")
+        raise ValueError(
+            f"no utterance of {corpora} survived preparation; see the reasons: "
+            f"{Counter(r for _, _, r in rejected).most_common(5)}"
+        )
+    out_dir = write_dataset(
+        data_dir,
+        opts.name,
+        {s: split_examples(s) for s in split_names},
+        description=f"Prepared from {', '.join(corpora)}",
+    )
     vocab.save(out_dir / "vocab.json")
     (out_dir / "speakers.json").write_text(json.dumps(speakers, indent=1))
     lengths = {s: np.load(os.fspath(out_dir / f"frames_{s}.npy")) for s in split_names}
@@ -360,8 +385,10 @@ def prepare_corpus(
         "rejected_total": len(rejected),
         "rejected_by_reason": dict(reasons),
         "options": dataclasses.asdict(opts),
-        "seconds": {"features": round(feature_seconds, 1),
-                    "total": round(time.time() - start_time, 1)},
+        "seconds": {
+            "features": round(feature_seconds, 1),
+            "total": round(time.time() - start_time, 1),
+        },
     }
     total_hours = sum(v["hours"] for v in card["splits"].values())
     card["throughput_audio_hours_per_hour"] = total_hours / max(card["seconds"]["total"], 1) * 3600
@@ -418,8 +445,9 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
     examples = []
     for split, u, _, ids, _ in jobs:
         with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
-            examples.append({"mel": f["mel"].astype(np.float32),
-                             "phonemes": np.asarray(ids, np.int32)})
+            examples.append(
+                {"mel": f["mel"].astype(np.float32), "phonemes": np.asarray(ids, np.int32)}
+            )
     start = time.time()
     aligner_dir = work / "aligner"
     align_api.train_aligner(examples, os.fspath(aligner_dir), preset=opts.aligner_preset)
@@ -438,12 +466,17 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
         durations[u.id] = d
         if u.id in exact_ref:
             errors.append(align_api.boundary_errors_ms(d, exact_ref[u.id]))
-    report = {"utterances": len(jobs), "train_seconds": round(train_seconds, 1),
-              "align_seconds": round(time.time() - start - train_seconds, 1)}
+    report = {
+        "utterances": len(jobs),
+        "train_seconds": round(train_seconds, 1),
+        "align_seconds": round(time.time() - start - train_seconds, 1),
+    }
     if errors:
         all_err = np.concatenate(errors)
         report["boundary_error_ms"] = {
-            "median": float(np.median(all_err)), "mean": float(np.mean(all_err)),
-            "p90": float(np.percentile(all_err, 90)), "within_25ms": float(np.mean(all_err <= 25)),
+            "median": float(np.median(all_err)),
+            "mean": float(np.mean(all_err)),
+            "p90": float(np.percentile(all_err, 90)),
+            "within_25ms": float(np.mean(all_err <= 25)),
         }
     return report
