@@ -163,7 +163,7 @@ def codec_table(
     wavs: Sequence[np.ndarray],
     codec: Codec | None = None,
     n_quantizers: Sequence[int] = (8, 16),
-    opus_kbps: Sequence[float] = (),
+    opus_kbps: Sequence[float] | None = None,
     *,
     codebook_size: int = 1024,
     frame_rate: float = SAMPLE_RATE / 200,
@@ -173,8 +173,8 @@ def codec_table(
 ) -> list[CodecRow]:
     """Codec rows (one per quantizer count) and Opus rows (one per target kbps) on the same files.
 
-    Opus rows report the measured payload bitrate, not the target. If ``opus_kbps`` is empty the
-    Opus targets default to the codec's nominal bitrates, so the two are compared at matching rates.
+    Opus rows report the measured payload bitrate, not the target. ``opus_kbps=None`` targets the
+    codec's nominal bitrates (so the two are compared at matching rates); ``[]`` gives no Opus rows.
     """
     rows: list[CodecRow] = []
     if codec is not None:
@@ -182,9 +182,10 @@ def codec_table(
             per_file = [codec_metrics(w, codec(w, nq), sample_rate) for w in wavs]
             kbps = codec_bitrate_kbps(nq, codebook_size, frame_rate)
             rows.append(_row(codec_name, f"{nq} quantizers", kbps, per_file))
-    targets = list(opus_kbps) or [
-        codec_bitrate_kbps(nq, codebook_size, frame_rate) for nq in n_quantizers
-    ]
+    if opus_kbps is None:
+        targets = [codec_bitrate_kbps(nq, codebook_size, frame_rate) for nq in n_quantizers]
+    else:
+        targets = list(opus_kbps)
     if targets:
         from naturalspeech2_jax.evaluation.opus import opus_roundtrip
 
