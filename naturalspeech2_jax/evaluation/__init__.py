@@ -7,7 +7,7 @@ Modules (each imports its heavy dependency lazily, so importing this package is 
 - ``speaker``: resemblyzer speaker embeddings and cosine similarity.
 - ``dnsmos``: DNSMOS P.835 / P.808 from speechmos' ONNX models.
 - ``prosody``: phoneme-level (and audio-only) pitch/duration statistics, vs prompt and ground truth.
-- ``codec_metrics`` / ``opus``: PESQ-WB, STOI, mel distance, SI-SDR; Opus baseline with measured kbps.
+- ``codec_metrics`` / ``opus``: PESQ-WB, STOI, mel distance, SI-SDR; Opus at measured kbps.
 - ``corpus``: test pairs from a list TSV or a Kaldi-style directory.
 - ``tts_eval``: the evaluation loop and the ``Synthesize`` / ``CodecResynthesis`` interfaces.
 - ``report``: summaries, Markdown, JSON and plots.
