@@ -267,14 +267,15 @@ def test_codec_metrics_identity_and_noise():
     assert noisy["mel_distance"] > 0.1
 
 
-def test_opus_roundtrip_reports_payload_bitrate():
+@pytest.mark.parametrize("backend", ["soundfile", "ffmpeg"])
+def test_opus_roundtrip_reports_payload_bitrate(backend):
     from naturalspeech2_jax.evaluation import opus
 
-    if not opus.opus_available("soundfile"):
-        pytest.skip("this libsndfile has no Ogg/Opus")
+    if not opus.opus_available(backend):
+        pytest.skip(f"the {backend} Opus backend is unavailable (ffmpeg: apt-get install ffmpeg)")
     ref = _speechlike()
-    low, low_kbps = opus.opus_roundtrip(ref, 6.0)
-    high, high_kbps = opus.opus_roundtrip(ref, 24.0)
+    low, low_kbps = opus.opus_roundtrip(ref, 6.0, backend=backend)
+    high, high_kbps = opus.opus_roundtrip(ref, 24.0, backend=backend)
     assert low.shape == ref.shape and high.shape == ref.shape
     assert 2.0 < low_kbps < 8.0
     assert 12.0 < high_kbps < 30.0
