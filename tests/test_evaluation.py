@@ -381,6 +381,28 @@ def test_pipeline_with_a_plugged_synthesizer(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["system"] == "generated"
 
 
+def test_degenerate_generated_speech_is_recorded_not_fatal(tmp_path):
+    _needs("pocketsphinx", "jiwer", "speechmos", "pyworld")
+    import soundfile as sf
+
+    from naturalspeech2_jax.evaluation import tts_eval
+
+    sf.write(tmp_path / "t.flac", _speechlike(2.0, seed=6), SR)
+    (tmp_path / "l.tsv").write_text(
+        "prompt_audio\ttarget_text\tground_truth_audio\nt.flac\tHI\tt.flac\n"
+    )
+    config = tts_eval.EvaluatorConfig(asr=["pocketsphinx"], speaker=False)
+    result = tts_eval.evaluate_tts(
+        corpus.read_pair_list(tmp_path / "l.tsv"),
+        lambda text, prompt: (np.zeros(SR), None),
+        None,
+        config,
+    )
+    generated = result["records"][-1]
+    assert generated["wer"] == 1.0 and result["summary"]["failures"] == 1
+    assert any(e.startswith("dnsmos") for e in generated["errors"])  # silent audio has no MOS
+
+
 def test_checkpoint_loader_absence_is_one_clear_error():
     from naturalspeech2_jax.evaluation import tts_eval
 

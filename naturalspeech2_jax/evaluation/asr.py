@@ -114,7 +114,8 @@ class MoonshineASR:
     def __init__(self, model_dir: str | os.PathLike | None = None, num_threads: int = 2):
         import onnxruntime as ort
 
-        self.name = "moonshine" if model_dir is None else str(model_dir)
+        # A model plugged by path is named after its directory (result keys use the name).
+        self.name = "moonshine" if model_dir is None else pathlib.Path(model_dir).name
         model_dir = pathlib.Path(model_dir) if model_dir is not None else moonshine_model_dir()
         options = ort_session_options(num_threads)
         providers = ["CPUExecutionProvider"]

@@ -148,6 +148,27 @@ def _prosody_pair(
     return stats, prompt_stats, pitch, "frame"
 
 
+def _guarded(
+    record: dict[str, Any],
+    name: str,
+    timer: _Timer,
+    seconds: float,
+    fn: Callable[..., Any],
+    *args: Any,
+) -> Any:
+    """Run one evaluator; on error log it, note it in the record and return None.
+
+    Generated speech can be degenerate (silent, minutes long); one bad utterance must not abort an
+    evaluation of hundreds, and the record shows what failed.
+    """
+    try:
+        return timer.run(name, seconds, fn, *args)
+    except Exception as e:  # noqa: BLE001 - any evaluator failure is recorded, not fatal
+        logging.warning("%s failed on %s/%s: %s", name, record["id"], record["system"], e)
+        record.setdefault("errors", []).append(f"{name}: {e}")
+        return None
+
+
 def _score_system(
     system: str,
     pair: TestPair,
@@ -170,7 +191,9 @@ def _score_system(
     }
     for i, asr_name in enumerate(config.asr):
         asr = get_asr(asr_name)
-        hypothesis = timer.run(f"asr:{asr.name}", seconds, asr.transcribe, wav)
+        hypothesis = _guarded(record, f"asr:{asr.name}", timer, seconds, asr.transcribe, wav)
+        # A recogniser that fails (e.g. on over-long generated audio) counts as recognising nothing.
+        hypothesis = hypothesis if isinstance(hypothesis, str) else ""
         result = word_error_rate(pair.target_text, hypothesis)
         suffix = "" if i == 0 else f"_{asr.name}"
         record[f"hypothesis{suffix}"] = hypothesis
@@ -180,13 +203,14 @@ def _score_system(
     if config.speaker and prompt_embedding is not None:
         from naturalspeech2_jax.evaluation.speaker import cosine_similarity, get_speaker_encoder
 
-        embedding = timer.run("speaker", seconds, get_speaker_encoder().embed, wav)
-        record["speaker_similarity"] = cosine_similarity(embedding, prompt_embedding)
+        embedding = _guarded(record, "speaker", timer, seconds, get_speaker_encoder().embed, wav)
+        if embedding is not None:
+            record["speaker_similarity"] = cosine_similarity(embedding, prompt_embedding)
     if config.dnsmos:
         from naturalspeech2_jax.evaluation.dnsmos import get_dnsmos
 
-        scores = timer.run("dnsmos", seconds, get_dnsmos().score, wav)
-        record.update({f"dnsmos_{k}": v for k, v in scores.items()})
+        scores = _guarded(record, "dnsmos", timer, seconds, get_dnsmos().score, wav)
+        record.update({f"dnsmos_{k}": v for k, v in (scores or {}).items()})
     if config.prosody:
         prompt_durations = (
             None if pair.prompt_durations is None else np.asarray(pair.prompt_durations)
