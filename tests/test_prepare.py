@@ -83,7 +83,9 @@ def test_bad_utterances_are_reported_and_skipped(tmp_path, tiny_corpus):
     (corpus / "wav.scp").write_text(
         "".join(f"{k} spk1/{k}.{'wav' if k == 'stereo8k' else 'flac'}\n" for k in texts)
     )
-    # The aligner is not under test here: give exact durations by skipping alignment.
+    # The aligner is not under test here: "exact" durations reject the utterances that have
+    # none, so the survivors are only those with exact timings (none): the run must fail with a
+    # summary, after listing every bad utterance with its own reason.
     with pytest.raises(ValueError, match="survived"):
         prepare_corpus(
             corpus,
@@ -94,22 +96,58 @@ def test_bad_utterances_are_reported_and_skipped(tmp_path, tiny_corpus):
             num_workers=1,
             pitch_method="dio",
         )
-    rejected = (tmp_path / "out" / "_work").exists()
-    assert rejected
+    cached = {p.stem for p in (tmp_path / "out" / "_work" / "bad").rglob("*.npz")}
+    assert cached == {"good", "stereo8k"}  # 8 kHz stereo is read, resampled and mixed down
 
 
-def test_embedded_dataset_is_built_once_and_cached(tmp_path):
-    from naturalspeech2_jax.data.embedded import embedded_dataset_dir, resolve_dataset_dir
+def test_bad_inputs_are_listed_with_reasons_and_the_rest_prepared(tmp_path, tiny_corpus):
+    """A real corpus with bad utterances: each is listed in rejected.tsv with its reason."""
+    import shutil
 
-    first = embedded_dataset_dir("smoke", tmp_path)
-    card = json.loads((tmp_path / "embedded_smoke/data/embedded/1.0.0/card.json").read_text())
-    assert card["splits"]["heldout"]["speakers"] == 2 and card["splits"]["train"]["speakers"] == 4
-    stamp = (tmp_path / "embedded_smoke/data/embedded/1.0.0/card.json").stat().st_mtime
-    assert embedded_dataset_dir("smoke", tmp_path) == first  # cached: not rebuilt
-    assert (tmp_path / "embedded_smoke/data/embedded/1.0.0/card.json").stat().st_mtime == stamp
-    assert len(pipeline.open_split(first, "train")) == 16
-    import ml_collections
-
-    cfg = ml_collections.ConfigDict({"data": {"dataset_dir": str(tmp_path / "nope")}})
-    with pytest.raises(FileNotFoundError, match="prepare_data.py"):
-        resolve_dataset_dir(cfg)
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    spk_dir = next(p for p in (corpus / "train").iterdir() if p.is_dir())
+    spk = spk_dir.name
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    voice = 0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    (spk_dir / "corrupt.wav").write_bytes(b"not audio at all")
+    sf.write(spk_dir / "empty.wav", np.zeros(0), 16000)
+    sf.write(spk_dir / "punct.wav", voice, 16000)
+    sf.write(spk_dir / "short.wav", voice[:1000], 16000)
+    sf.write(spk_dir / "unknown.wav", voice, 16000)
+    stereo = np.stack([voice[::2], voice[::2]], 1) + 0.01 * rng.normal(size=(16000, 2))
+    sf.write(spk_dir / "stereo8k.wav", stereo, 8000)
+    bad = {
+        "corrupt": "This file is corrupt.",
+        "empty": "Nothing in here.",
+        "punct": "?!... --",
+        "short": "Too short to use.",
+        "unknown": "\u4f60\u597d",
+        "stereo8k": "Eight k.",
+    }
+    with (corpus / "train" / "text").open("a") as f:
+        f.write("".join(f"{k} {v}\n" for k, v in bad.items()))
+    with (corpus / "train" / "utt2spk").open("a") as f:
+        f.write("".join(f"{k} {spk}\n" for k in bad))
+    result = prepare_corpus(
+        corpus,
+        tmp_path / "out",
+        name="bad",
+        durations="exact",
+        progress=False,
+        num_workers=1,
+        pitch_method="dio",
+    )
+    rows = (result.dataset_dir / "rejected.tsv").read_text().splitlines()[1:]
+    reasons = {r.split("\t")[1]: r.split("\t")[2] for r in rows}
+    assert set(reasons) == set(bad), reasons
+    assert "unreadable" in reasons["corrupt"] or "corrupt" in reasons["corrupt"].lower()
+    assert "empty" in reasons["empty"] or "short" in reasons["empty"]
+    assert "pronounceable" in reasons["punct"]
+    assert "short" in reasons["short"]
+    assert "unknown" in reasons["unknown"] or "pronounceable" in reasons["unknown"]
+    # 8 kHz stereo audio is read fine; it is rejected only for lacking exact timings.
+    assert "exact timings" in reasons["stereo8k"]
+    assert result.card["splits"]["train"]["utterances"] == 6  # the good ones all made it
+    assert result.card["rejected_total"] == len(bad)

@@ -226,6 +226,10 @@ def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rej
         "![lengths](lengths.png)",
         "",
     ]
+    if card.get("aligner"):
+        lines += [f"Built-in aligner: {card['aligner']}", ""]
+        if card["aligner"].get("figure"):
+            lines += ["![alignment](alignment.png)", ""]
     (out / "card.md").write_text("\n".join(lines))
     import matplotlib
 
@@ -392,6 +396,8 @@ def prepare_corpus(
     }
     total_hours = sum(v["hours"] for v in card["splits"].values())
     card["throughput_audio_hours_per_hour"] = total_hours / max(card["seconds"]["total"], 1) * 3600
+    if align_report.get("figure"):
+        (out_dir / "alignment.png").write_bytes((work / "alignment.png").read_bytes())
     _write_card(out_dir, card, lengths, rejected)
     log.info("prepared %s: %s", out_dir, json.dumps(card["splits"]))
     return PrepareResult(out_dir, card)
@@ -439,37 +445,52 @@ def _durations(kept, work: epath.Path, opts: PrepareOptions):
 
 
 def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, exact_ref: dict):
-    """Train the CTC aligner on these utterances, align each one, score against exact timings."""
-    from naturalspeech2_jax.align import api as align_api
+    """Train the CTC aligner on these utterances, align each one, score against exact timings.
 
-    examples = []
-    for split, u, _, ids, _ in jobs:
+    ``<sil>``, ``<wb>`` and punctuation may take zero frames (a word boundary or comma without a
+    pause); every phoneme takes at least one. Writes ``alignment.png`` (mel, aligner boundaries
+    and, where known, the exact ones) to ``work``.
+    """
+    from naturalspeech2_jax.align import api as align_api
+    from naturalspeech2_jax.text.g2p import is_phoneme
+
+    examples, min_frames = [], []
+    for split, u, tokens, ids, _ in jobs:
         with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
             examples.append(
                 {"mel": f["mel"].astype(np.float32), "phonemes": np.asarray(ids, np.int32)}
             )
+        min_frames.append(np.asarray([1 if is_phoneme(t) else 0 for t in tokens], np.int64))
     start = time.time()
     aligner_dir = work / "aligner"
     align_api.train_aligner(examples, os.fspath(aligner_dir), preset=opts.aligner_preset)
     aligner = align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))
     train_seconds = time.time() - start
-    errors = []
-    for (_, u, _, _, n_frames), ex in zip(jobs, examples, strict=True):
-        try:
-            d = np.asarray(aligner.align(ex["mel"], ex["phonemes"]), np.int32)
-        except align_api.AlignmentError as e:
-            durations[u.id] = f"alignment failure: {e}"
+    results = aligner.align_batch(
+        [e["mel"] for e in examples],
+        [e["phonemes"] for e in examples],
+        min_frames=min_frames,
+        on_error="return",
+    )
+    errors, shown = [], None
+    for (_, u, tokens, _, n_frames), ex, res in zip(jobs, examples, results, strict=True):
+        if isinstance(res, align_api.AlignmentError):
+            durations[u.id] = f"alignment failure: {res}"
             continue
+        d = np.asarray(res.durations, np.int32)
         if int(d.sum()) != n_frames:
             durations[u.id] = f"alignment failure: durations sum {int(d.sum())} != {n_frames}"
             continue
         durations[u.id] = d
         if u.id in exact_ref:
             errors.append(align_api.boundary_errors_ms(d, exact_ref[u.id]))
+        if shown is None or (u.id in exact_ref and shown[0] not in exact_ref):
+            shown = (u.id, tokens, ex["mel"], d)
     report = {
         "utterances": len(jobs),
         "train_seconds": round(train_seconds, 1),
         "align_seconds": round(time.time() - start - train_seconds, 1),
+        "min_frames": "1 per phoneme, 0 for <sil>, <wb> and punctuation",
     }
     if errors:
         all_err = np.concatenate(errors)
@@ -478,5 +499,37 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
             "mean": float(np.mean(all_err)),
             "p90": float(np.percentile(all_err, 90)),
             "within_25ms": float(np.mean(all_err <= 25)),
+            "boundaries": int(all_err.size),
         }
+    if shown is not None:
+        utt_id, tokens, mel, d = shown
+        _plot_alignment(work / "alignment.png", utt_id, tokens, mel, d, exact_ref.get(utt_id))
+        report["figure"] = "alignment.png"
     return report
+
+
+def _plot_alignment(path, utt_id, tokens, mel, durations, exact=None) -> None:
+    """Mel spectrogram with the aligner's phoneme boundaries (white) and exact ones (red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(8, len(mel) / 40), 3.5))
+    ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma")
+    ends = np.cumsum(durations)
+    for end in ends[:-1]:
+        ax.axvline(end - 0.5, color="white", lw=0.8)
+    if exact is not None:
+        for end in np.cumsum(exact)[:-1]:
+            ax.axvline(end - 0.5, color="red", lw=0.8, ls="--")
+    for tok, s, e in zip(tokens, ends - durations, ends, strict=True):
+        if e > s:
+            ax.text((s + e) / 2 - 0.5, mel.shape[1] * 1.02, tok, ha="center", fontsize=6)
+    title = f"{utt_id}: built-in aligner (white)" + (" vs exact (red)" if exact is not None else "")
+    ax.set_title(title, fontsize=8, pad=12)
+    ax.set_xlabel("codec frame (12.5 ms)")
+    ax.set_ylabel("mel bin")
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=100)
+    plt.close(fig)
