@@ -9,8 +9,10 @@ speaker, prompt_start, prompt_seconds, ground_truth_durations, prompt_durations)
 the pairs are drawn (seeded) from a Kaldi-style corpus: each target gets a 3 s crop of ANOTHER
 utterance of the same speaker; --save_list writes them as a TSV for reuse.
 
-With --checkpoint DIR the model's speech is evaluated beside the ground truth (and beside the ground
-truth passed through the codec, --codec_checkpoint).
+With --checkpoint DIR the model's speech is evaluated beside the ground truth and beside the ground
+truth passed through the codec (the checkpoint's own codec, or --codec_checkpoint DIR).
+Evaluation models on disk replace the bundled ones: --asr=whisper:/models/whisper-small.en,
+--speaker_model=wavlm:/models/wavlm-base-plus-sv (their libraries must be importable).
 
 Codec quality (PESQ-WB, STOI, mel distance, SI-SDR) beside Opus at matching bitrates:
   python launch/evaluate.py codec --reference_dir ../shared/data/speechocean762_adult/dev \
@@ -23,6 +25,7 @@ next to it (.md) and PNG plots in <out stem>_plots/.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import pathlib
@@ -37,6 +40,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from naturalspeech2_jax.evaluation import codec_metrics, corpus, report, tts_eval  # noqa: E402
+from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -50,6 +54,10 @@ def _ints(text: str) -> list[int]:
 def _outputs(out: str) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
     path = pathlib.Path(out)
     return path, path.with_suffix(".md"), path.with_name(path.stem + "_plots")
+
+
+def _fixed_quantizers(codec_fn, n_quantizers, wav):
+    return codec_fn(wav, n_quantizers)
 
 
 def run_tts(args: argparse.Namespace) -> int:
@@ -67,29 +75,42 @@ def run_tts(args: argparse.Namespace) -> int:
     if args.save_list:
         corpus.write_pair_list(pairs, args.save_list)
 
-    synthesize = codec = None
-    try:
-        if not args.ground_truth_only:
-            if not args.checkpoint:
-                raise SystemExit("tts needs --checkpoint DIR, or --ground_truth_only")
-            synthesize = tts_eval.load_from_checkpoint("synthesizer", args.checkpoint)
-        if args.codec_checkpoint:
-            codec_fn = tts_eval.load_from_checkpoint("codec", args.codec_checkpoint)
-            n_q = args.codec_quantizers
-
-            def codec(wav):
-                return codec_fn(wav, n_q)
-
-    except tts_eval.CheckpointLoaderUnavailable as e:
-        logging.error("%s", e)
-        return 2
-
     config = tts_eval.EvaluatorConfig(
         asr=[a for a in args.asr.split(",") if a],
         speaker="speaker" not in args.skip,
+        speaker_model=args.speaker_model,
         dnsmos="dnsmos" not in args.skip,
         prosody="prosody" not in args.skip,
     )
+    synthesize = codec = None
+    n_q = args.codec_quantizers
+    try:
+        tts_eval.load_evaluators(config)
+        if not args.ground_truth_only:
+            if not args.checkpoint:
+                logging.error("tts needs --checkpoint DIR, or --ground_truth_only.")
+                return 2
+            synthesize, codec_fn = tts_eval.load_synthesizer_and_codec(args.checkpoint)
+            if codec_fn is not None and not args.codec_checkpoint:
+                logging.info("ground truth through the codec: the checkpoint's own codec")
+                codec = functools.partial(_fixed_quantizers, codec_fn, n_q)
+        if args.codec_checkpoint:
+            codec_fn = tts_eval.load_from_checkpoint("codec", args.codec_checkpoint)
+            codec = functools.partial(_fixed_quantizers, codec_fn, n_q)
+    except (
+        tts_eval.CheckpointLoaderUnavailable,
+        EvaluatorUnavailable,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
+        logging.error("%s", e)
+        return 2
+    if codec is None:
+        logging.warning(
+            "No codec: the ground-truth-through-codec reference is left out (pass "
+            "--codec_checkpoint DIR to add it)."
+        )
+
     logging.info("evaluating %d pairs with %s", len(pairs), config)
     result = tts_eval.evaluate_tts(pairs, synthesize, codec, config, log_every=args.log_every)
     result["pairs_source"] = args.list or args.from_dir
@@ -181,7 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_argument(
         "--asr",
         default="moonshine,pocketsphinx",
-        help="comma list, first is primary: moonshine | pocketsphinx | <Moonshine model dir>",
+        help="comma list, first is primary: moonshine | pocketsphinx (bundled) | models on disk:\n"
+        "moonshine:DIR | whisper:DIR (Hugging Face, needs transformers) | whisper:FILE.pt\n"
+        "(openai-whisper) | ctc:FILE.onnx (waveform-in CTC, vocab.json beside it)",
+    )
+    tts.add_argument(
+        "--speaker_model",
+        default="resemblyzer",
+        help="resemblyzer (bundled) | wavlm:DIR (HF x-vector, needs transformers) |\n"
+        "ecapa:DIR (SpeechBrain, needs speechbrain)",
     )
     tts.add_argument(
         "--skip", default="", help="comma list of evaluators to skip: speaker,dnsmos,prosody"
