@@ -4,10 +4,14 @@ Zero-shot TTS, ground truth only (works without any checkpoint):
   python launch/evaluate.py tts --ground_truth_only \
       --from_dir ../shared/data/speechocean762_adult/dev --limit 200 --out /tmp/eval_gt/r.json
   python launch/evaluate.py tts --ground_truth_only --list pairs.tsv --out r.json
+  python launch/evaluate.py tts --ground_truth_only --from_prepared DATA/shared/1.0.0 --split dev \
+      --out r.json      # phoneme durations from the dataset: phoneme-level prosody (the paper's)
 A list TSV has a header and columns prompt_audio, target_text, ground_truth_audio (optional: id,
 speaker, prompt_start, prompt_seconds, ground_truth_durations, prompt_durations). With --from_dir
 the pairs are drawn (seeded) from a Kaldi-style corpus: each target gets a 3 s crop of ANOTHER
-utterance of the same speaker; --save_list writes them as a TSV for reuse.
+utterance of the same speaker; --from_prepared does the same on a prepared dataset, cutting the
+prompt on phoneme boundaries; --save_list writes the pairs (with durations) as a TSV for reuse.
+Without phoneme durations prosody falls back to frame-level pitch and voiced-segment lengths.
 
 With --checkpoint DIR the model's speech is evaluated beside the ground truth and beside the ground
 truth passed through the codec (the checkpoint's own codec, or --codec_checkpoint DIR).
@@ -61,22 +65,31 @@ def _fixed_quantizers(codec_fn, n_quantizers, wav):
 
 
 def run_tts(args: argparse.Namespace) -> int:
+    json_path, md_path, plot_dir = _outputs(args.out)
     if args.list:
         pairs = corpus.read_pair_list(args.list)
         if args.limit is not None:
             pairs = pairs[: args.limit]
+    elif args.from_prepared:
+        pairs = corpus.pairs_from_prepared(
+            args.from_prepared,
+            args.split,
+            json_path.with_name(json_path.stem + "_audio"),
+            seed=args.seed,
+            limit=args.limit,
+            prompt_seconds=args.prompt_seconds,
+        )
     else:
         utterances = corpus.read_kaldi_dir(args.from_dir)
         pairs = corpus.make_pairs(
             utterances, seed=args.seed, limit=args.limit, prompt_seconds=args.prompt_seconds
         )
-    json_path, md_path, plot_dir = _outputs(args.out)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     if args.save_list:
         corpus.write_pair_list(pairs, args.save_list)
 
     config = tts_eval.EvaluatorConfig(
-        asr=[a for a in args.asr.split(",") if a],
+        asr=[] if "asr" in args.skip else [a for a in args.asr.split(",") if a],
         speaker="speaker" not in args.skip,
         speaker_model=args.speaker_model,
         dnsmos="dnsmos" not in args.skip,
@@ -191,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = tts.add_mutually_exclusive_group(required=True)
     source.add_argument("--list", help="TSV: prompt_audio, target_text, ground_truth_audio")
     source.add_argument("--from_dir", help="Kaldi-style corpus dir (text, utt2spk, audio)")
+    source.add_argument(
+        "--from_prepared",
+        help="prepared dataset version dir (launch/prepare_data.py): phoneme-level prosody",
+    )
+    tts.add_argument("--split", default="dev", help="split of --from_prepared to evaluate")
     tts.add_argument("--ground_truth_only", action="store_true", help="evaluate references only")
     tts.add_argument("--checkpoint", help="NS2 checkpoint dir (model speech is evaluated)")
     tts.add_argument("--codec_checkpoint", help="codec checkpoint: adds ground truth via codec")
@@ -213,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ecapa:DIR (SpeechBrain, needs speechbrain)",
     )
     tts.add_argument(
-        "--skip", default="", help="comma list of evaluators to skip: speaker,dnsmos,prosody"
+        "--skip", default="", help="comma list of evaluators to skip: asr,speaker,dnsmos,prosody"
     )
     tts.add_argument("--save_list", help="write the evaluated pairs as a list TSV")
     tts.add_argument("--no_plots", action="store_true")

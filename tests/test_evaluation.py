@@ -482,6 +482,42 @@ def test_degenerate_generated_speech_is_recorded_not_fatal(tmp_path):
     assert any(e.startswith("dnsmos") for e in generated["errors"])  # silent audio has no MOS
 
 
+def test_prepared_dataset_gives_phoneme_level_prosody(tmp_path):
+    """--from_prepared: prompts cut on phoneme boundaries, durations on both sides, the paper's
+    phoneme-level statistics; the list written with --save_list reads back with its durations."""
+    _needs("pyworld", "tensorflow_datasets")
+    from naturalspeech2_jax.data.embedded import embedded_dataset_dir
+
+    out = tmp_path / "r.json"
+    argv = ["tts", "--ground_truth_only", "--from_prepared", embedded_dataset_dir("smoke")]
+    argv += ["--split", "heldout", "--limit", "3", "--skip", "asr,speaker,dnsmos", "--no_plots"]
+    argv += ["--out", str(out), "--save_list", str(tmp_path / "pairs.tsv")]
+    assert _evaluate_cli().main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["prosody_level"] == "phoneme"
+    assert math.isfinite(result["summary"]["pitch_mean_diff"])
+    assert math.isfinite(result["summary"]["duration_std_diff"])
+    pairs = corpus.read_pair_list(tmp_path / "pairs.tsv")
+    assert len(pairs) == 3
+    for pair in pairs:
+        assert pair.speaker != "" and pair.prompt_audio != pair.ground_truth_audio
+        prompt = corpus.load_audio(pair.prompt_audio, start=pair.prompt_start,
+                                   seconds=pair.prompt_seconds)  # fmt: skip
+        assert len(prompt) == 200 * sum(pair.prompt_durations)
+        target = corpus.load_audio(pair.ground_truth_audio)
+        assert len(target) == 200 * sum(pair.ground_truth_durations)
+
+
+def test_snap_prompt_to_phonemes():
+    durations = [10] * 30  # 300 frames = 3.75 s
+    start, seconds, span = corpus.snap_prompt_to_phonemes(durations, 0.13, 1.0)
+    assert start == pytest.approx(0.25) and span == (10,) * 8 and seconds == pytest.approx(1.0)
+    start, seconds, span = corpus.snap_prompt_to_phonemes(durations, 3.5, 1.0)
+    assert start + seconds == pytest.approx(3.75) and sum(span) == 80  # moved back to fit
+    start, seconds, span = corpus.snap_prompt_to_phonemes([5, 5], 0.0, 3.0)
+    assert span == (5, 5)  # a short prompt utterance is taken whole
+
+
 def test_checkpoint_loader_absence_is_one_clear_error():
     from naturalspeech2_jax.evaluation import tts_eval
 
