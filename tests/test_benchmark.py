@@ -98,7 +98,11 @@ def test_cli_smoke_writes_json_with_every_figure(tmp_path):
     argv = ["--out", str(out), "--smoke", "--tasks", "loop_test,no_such_task"]
     assert _benchmark_cli().main(argv) == 0
     result = json.loads(out.read_text())
-    assert result["reference"]["matmul_f32_flops_per_s"] > 0
+    reference = result["reference"]
+    assert reference["matmul_f32_flops_per_s"] > 0
+    assert reference["matmul_f32_flops_per_s"] == max(
+        reference["matmul_f32_flops_per_s_start"], reference["matmul_f32_flops_per_s_end"]
+    )
     assert result["reference"]["utilisation_against"]["name"] in (
         "measured_f32_matmul",
         "measured_bf16_matmul",
