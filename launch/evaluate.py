@@ -22,6 +22,9 @@ Codec quality (PESQ-WB, STOI, mel distance, SI-SDR) beside Opus at matching bitr
   python launch/evaluate.py codec --reference_dir ../shared/data/speechocean762_adult/dev \
       --limit 50 --out /tmp/codec.json [--checkpoint CODEC_DIR --n_quantizers 8,16]
 
+After a change of text normalisation, recompute WER from the stored transcripts (no ASR run):
+  python launch/evaluate.py rescore --report r.json [--out r2.json]
+
 Outputs: the JSON (summary, per-system means, per-utterance records, timings), a Markdown table
 next to it (.md) and PNG plots in <out stem>_plots/.
 """
@@ -138,6 +141,20 @@ def run_tts(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_rescore(args: argparse.Namespace) -> int:
+    import json
+
+    path = pathlib.Path(args.report)
+    result = tts_eval.rescore_wer(json.loads(path.read_text(encoding="utf-8")))
+    json_path, md_path, plot_dir = _outputs(args.out or args.report)
+    report.write_json(result, json_path)
+    md_path.write_text(report.markdown_report(result), encoding="utf-8")
+    if not args.no_plots:
+        report.plot_report(result, plot_dir)
+    print(report.markdown_report(result))
+    return 0
+
+
 def run_codec(args: argparse.Namespace) -> int:
     from naturalspeech2_jax.evaluation import opus
 
@@ -237,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_argument("--no_plots", action="store_true")
     tts.add_argument("--log_every", type=int, default=10)
     tts.set_defaults(func=run_tts)
+
+    rescore = sub.add_parser(
+        "rescore", help="recompute WER of a tts report from its stored transcripts (no ASR)"
+    )
+    rescore.add_argument("--report", required=True, help="a tts result JSON")
+    rescore.add_argument("--out", help="where to write (default: overwrite --report)")
+    rescore.add_argument("--no_plots", action="store_true")
+    rescore.set_defaults(func=run_rescore)
 
     codec = sub.add_parser("codec", help="codec quality beside Opus")
     codec.add_argument("--reference_dir", required=True, help="directory of held-out audio files")

@@ -61,7 +61,9 @@ def test_normalize_text_both_sides_agree():
         "in nineteen eighty four three men paid fifty percent"
     )
     assert normalize_text("the 21st time") == "the twenty first time"
-    assert normalize_text("Don't 'quote' me") == "don't quote me"
+    assert normalize_text("Don't 'quote' me") == "do not quote me"
+    assert normalize_text("WE'RE SURE I'M RIGHT, WON'T WE") == "we are sure i am right will not we"
+    assert normalize_text("It's Ann's") == "it's ann's"  # 's is ambiguous: kept
     assert normalize_text("twenty-one") == normalize_text("21")
 
 
@@ -71,10 +73,10 @@ def test_word_error_rate_counts():
 
     result = word_error_rate("The cat sat on the mat.", "the cat sat on a mat")
     assert result.substitutions == 1 and result.reference_words == 6
-    assert result.wer == pytest.approx(1 / 6)
+    assert result.wer == pytest.approx(1 / 7)
     assert word_error_rate("a b c", "").wer == 1.0
     corpus_level = word_error_rate(["a b", "c d e f"], ["a b", "c x e f"])
-    assert corpus_level.wer == pytest.approx(1 / 6)
+    assert corpus_level.wer == pytest.approx(1 / 7)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,6 +577,24 @@ def test_checkpoint_loaders_adapt_the_future_modules(monkeypatch):
     assert out.shape == (450,) and np.allclose(out, 0.08)  # trimmed; 8 quantizers kept
     resynth = tts_eval.load_from_checkpoint("codec", "/ckpt")
     assert np.allclose(resynth(np.ones(10, np.float32)), 0.16)
+
+
+def test_rescore_recomputes_wer_from_stored_transcripts():
+    _needs("jiwer")
+    from naturalspeech2_jax.evaluation import tts_eval
+
+    records = [
+        {"id": "a", "speaker": "s", "system": "ground_truth", "text": "I AM HERE",
+         "hypothesis": "I'm here.", "wer": 0.67, "hypothesis_pocketsphinx": "i am there"},
+        {"id": "b", "speaker": "s", "system": "ground_truth", "text": "WE WON'T GO",
+         "hypothesis": "", "wer": 1.0, "hypothesis_pocketsphinx": "we will not go"},
+    ]  # fmt: skip
+    result = tts_eval.rescore_wer({"records": records, "summary": {"system": "ground_truth"}})
+    assert [r["wer"] for r in records] == [0.0, 1.0]
+    # corpus level: 4 errors / 7 words ("won't" reads "will not" on both sides)
+    assert result["summary"]["wer"] == pytest.approx(4 / 7)
+    assert result["summary"]["failures"] == 1
+    assert result["summary"]["wer_pocketsphinx"] == pytest.approx(1 / 7)
 
 
 def test_summary_markdown_and_plots(tmp_path):

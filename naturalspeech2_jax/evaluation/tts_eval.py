@@ -422,6 +422,27 @@ def evaluate_tts(
     }
 
 
+def rescore_wer(result: dict[str, Any]) -> dict[str, Any]:
+    """Recompute every record's WER from its stored hypotheses (after a normalisation change),
+    and the summaries; the ASR does not run again. Returns ``result``, updated in place."""
+    from naturalspeech2_jax.evaluation.asr import word_error_rate
+    from naturalspeech2_jax.evaluation.report import summarize_records
+
+    for record in result["records"]:
+        for key in [k for k in record if k.startswith("hypothesis")]:
+            suffix = key[len("hypothesis") :]
+            scored = word_error_rate(record["text"], record[key] or "")
+            record[f"wer{suffix}"] = scored.wer
+            errors = scored.substitutions + scored.deletions + scored.insertions
+            record[f"wer_errors{suffix}"] = errors
+            record[f"wer_words{suffix}"] = scored.reference_words
+    systems = summarize_records(result["records"])
+    primary = result["summary"].get("system", "ground_truth")
+    result["systems"] = systems
+    result["summary"] = {"system": primary, **systems.get(primary, {})}
+    return result
+
+
 def _add_prosody_vs_ground_truth(pair_records: list[dict[str, Any]]) -> None:
     """Pearson/RMSE of phoneme pitch and duration against the ground truth, where both are known."""
     gt = pair_records[0]
