@@ -73,10 +73,10 @@ def test_word_error_rate_counts():
 
     result = word_error_rate("The cat sat on the mat.", "the cat sat on a mat")
     assert result.substitutions == 1 and result.reference_words == 6
-    assert result.wer == pytest.approx(1 / 7)
+    assert result.wer == pytest.approx(1 / 6)
     assert word_error_rate("a b c", "").wer == 1.0
     corpus_level = word_error_rate(["a b", "c d e f"], ["a b", "c x e f"])
-    assert corpus_level.wer == pytest.approx(1 / 7)
+    assert corpus_level.wer == pytest.approx(1 / 6)
 
 
 # ---------------------------------------------------------------------------------------------
