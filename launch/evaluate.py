@@ -4,17 +4,26 @@ Zero-shot TTS, ground truth only (works without any checkpoint):
   python launch/evaluate.py tts --ground_truth_only \
       --from_dir ../shared/data/speechocean762_adult/dev --limit 200 --out /tmp/eval_gt/r.json
   python launch/evaluate.py tts --ground_truth_only --list pairs.tsv --out r.json
+  python launch/evaluate.py tts --ground_truth_only --from_prepared DATA/shared/1.0.0 --split dev \
+      --out r.json      # phoneme durations from the dataset: phoneme-level prosody (the paper's)
 A list TSV has a header and columns prompt_audio, target_text, ground_truth_audio (optional: id,
 speaker, prompt_start, prompt_seconds, ground_truth_durations, prompt_durations). With --from_dir
 the pairs are drawn (seeded) from a Kaldi-style corpus: each target gets a 3 s crop of ANOTHER
-utterance of the same speaker; --save_list writes them as a TSV for reuse.
+utterance of the same speaker; --from_prepared does the same on a prepared dataset, cutting the
+prompt on phoneme boundaries; --save_list writes the pairs (with durations) as a TSV for reuse.
+Without phoneme durations prosody falls back to frame-level pitch and voiced-segment lengths.
 
-With --checkpoint DIR the model's speech is evaluated beside the ground truth (and beside the ground
-truth passed through the codec, --codec_checkpoint).
+With --checkpoint DIR the model's speech is evaluated beside the ground truth and beside the ground
+truth passed through the codec (the checkpoint's own codec, or --codec_checkpoint DIR).
+Evaluation models on disk replace the bundled ones: --asr=whisper:/models/whisper-small.en,
+--speaker_model=wavlm:/models/wavlm-base-plus-sv (their libraries must be importable).
 
 Codec quality (PESQ-WB, STOI, mel distance, SI-SDR) beside Opus at matching bitrates:
   python launch/evaluate.py codec --reference_dir ../shared/data/speechocean762_adult/dev \
       --limit 50 --out /tmp/codec.json [--checkpoint CODEC_DIR --n_quantizers 8,16]
+
+After a change of text normalisation, recompute WER from the stored transcripts (no ASR run):
+  python launch/evaluate.py rescore --report r.json [--out r2.json]
 
 Outputs: the JSON (summary, per-system means, per-utterance records, timings), a Markdown table
 next to it (.md) and PNG plots in <out stem>_plots/.
@@ -23,6 +32,7 @@ next to it (.md) and PNG plots in <out stem>_plots/.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import pathlib
@@ -37,6 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from naturalspeech2_jax.evaluation import codec_metrics, corpus, report, tts_eval  # noqa: E402
+from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -52,44 +63,70 @@ def _outputs(out: str) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
     return path, path.with_suffix(".md"), path.with_name(path.stem + "_plots")
 
 
+def _fixed_quantizers(codec_fn, n_quantizers, wav):
+    return codec_fn(wav, n_quantizers)
+
+
 def run_tts(args: argparse.Namespace) -> int:
+    json_path, md_path, plot_dir = _outputs(args.out)
     if args.list:
         pairs = corpus.read_pair_list(args.list)
         if args.limit is not None:
             pairs = pairs[: args.limit]
+    elif args.from_prepared:
+        pairs = corpus.pairs_from_prepared(
+            args.from_prepared,
+            args.split,
+            json_path.with_name(json_path.stem + "_audio"),
+            seed=args.seed,
+            limit=args.limit,
+            prompt_seconds=args.prompt_seconds,
+        )
     else:
         utterances = corpus.read_kaldi_dir(args.from_dir)
         pairs = corpus.make_pairs(
             utterances, seed=args.seed, limit=args.limit, prompt_seconds=args.prompt_seconds
         )
-    json_path, md_path, plot_dir = _outputs(args.out)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     if args.save_list:
         corpus.write_pair_list(pairs, args.save_list)
 
-    synthesize = codec = None
-    try:
-        if not args.ground_truth_only:
-            if not args.checkpoint:
-                raise SystemExit("tts needs --checkpoint DIR, or --ground_truth_only")
-            synthesize = tts_eval.load_from_checkpoint("synthesizer", args.checkpoint)
-        if args.codec_checkpoint:
-            codec_fn = tts_eval.load_from_checkpoint("codec", args.codec_checkpoint)
-            n_q = args.codec_quantizers
-
-            def codec(wav):
-                return codec_fn(wav, n_q)
-
-    except tts_eval.CheckpointLoaderUnavailable as e:
-        logging.error("%s", e)
-        return 2
-
     config = tts_eval.EvaluatorConfig(
-        asr=[a for a in args.asr.split(",") if a],
+        asr=[] if "asr" in args.skip else [a for a in args.asr.split(",") if a],
         speaker="speaker" not in args.skip,
+        speaker_model=args.speaker_model,
         dnsmos="dnsmos" not in args.skip,
         prosody="prosody" not in args.skip,
     )
+    synthesize = codec = None
+    n_q = args.codec_quantizers
+    try:
+        tts_eval.load_evaluators(config)
+        if not args.ground_truth_only:
+            if not args.checkpoint:
+                logging.error("tts needs --checkpoint DIR, or --ground_truth_only.")
+                return 2
+            synthesize, codec_fn = tts_eval.load_synthesizer_and_codec(args.checkpoint)
+            if codec_fn is not None and not args.codec_checkpoint:
+                logging.info("ground truth through the codec: the checkpoint's own codec")
+                codec = functools.partial(_fixed_quantizers, codec_fn, n_q)
+        if args.codec_checkpoint:
+            codec_fn = tts_eval.load_from_checkpoint("codec", args.codec_checkpoint)
+            codec = functools.partial(_fixed_quantizers, codec_fn, n_q)
+    except (
+        tts_eval.CheckpointLoaderUnavailable,
+        EvaluatorUnavailable,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
+        logging.error("%s", e)
+        return 2
+    if codec is None:
+        logging.warning(
+            "No codec: the ground-truth-through-codec reference is left out (pass "
+            "--codec_checkpoint DIR to add it)."
+        )
+
     logging.info("evaluating %d pairs with %s", len(pairs), config)
     result = tts_eval.evaluate_tts(pairs, synthesize, codec, config, log_every=args.log_every)
     result["pairs_source"] = args.list or args.from_dir
@@ -100,6 +137,20 @@ def run_tts(args: argparse.Namespace) -> int:
         report.plot_report(result, plot_dir)
     summary = {k: v for k, v in result["summary"].items() if not isinstance(v, str)}
     logging.info("summary (%s): %s", result["summary"]["system"], summary)
+    print(report.markdown_report(result))
+    return 0
+
+
+def run_rescore(args: argparse.Namespace) -> int:
+    import json
+
+    path = pathlib.Path(args.report)
+    result = tts_eval.rescore_wer(json.loads(path.read_text(encoding="utf-8")))
+    json_path, md_path, plot_dir = _outputs(args.out or args.report)
+    report.write_json(result, json_path)
+    md_path.write_text(report.markdown_report(result), encoding="utf-8")
+    if not args.no_plots:
+        report.plot_report(result, plot_dir)
     print(report.markdown_report(result))
     return 0
 
@@ -170,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     source = tts.add_mutually_exclusive_group(required=True)
     source.add_argument("--list", help="TSV: prompt_audio, target_text, ground_truth_audio")
     source.add_argument("--from_dir", help="Kaldi-style corpus dir (text, utt2spk, audio)")
+    source.add_argument(
+        "--from_prepared",
+        help="prepared dataset version dir (launch/prepare_data.py): phoneme-level prosody",
+    )
+    tts.add_argument("--split", default="dev", help="split of --from_prepared to evaluate")
     tts.add_argument("--ground_truth_only", action="store_true", help="evaluate references only")
     tts.add_argument("--checkpoint", help="NS2 checkpoint dir (model speech is evaluated)")
     tts.add_argument("--codec_checkpoint", help="codec checkpoint: adds ground truth via codec")
@@ -181,15 +237,31 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_argument(
         "--asr",
         default="moonshine,pocketsphinx",
-        help="comma list, first is primary: moonshine | pocketsphinx | <Moonshine model dir>",
+        help="comma list, first is primary: moonshine | pocketsphinx (bundled) | models on disk:\n"
+        "moonshine:DIR | whisper:DIR (Hugging Face, needs transformers) | whisper:FILE.pt\n"
+        "(openai-whisper) | ctc:FILE.onnx (waveform-in CTC, vocab.json beside it)",
     )
     tts.add_argument(
-        "--skip", default="", help="comma list of evaluators to skip: speaker,dnsmos,prosody"
+        "--speaker_model",
+        default="resemblyzer",
+        help="resemblyzer (bundled) | wavlm:DIR (HF x-vector, needs transformers) |\n"
+        "ecapa:DIR (SpeechBrain, needs speechbrain)",
+    )
+    tts.add_argument(
+        "--skip", default="", help="comma list of evaluators to skip: asr,speaker,dnsmos,prosody"
     )
     tts.add_argument("--save_list", help="write the evaluated pairs as a list TSV")
     tts.add_argument("--no_plots", action="store_true")
     tts.add_argument("--log_every", type=int, default=10)
     tts.set_defaults(func=run_tts)
+
+    rescore = sub.add_parser(
+        "rescore", help="recompute WER of a tts report from its stored transcripts (no ASR)"
+    )
+    rescore.add_argument("--report", required=True, help="a tts result JSON")
+    rescore.add_argument("--out", help="where to write (default: overwrite --report)")
+    rescore.add_argument("--no_plots", action="store_true")
+    rescore.set_defaults(func=run_rescore)
 
     codec = sub.add_parser("codec", help="codec quality beside Opus")
     codec.add_argument("--reference_dir", required=True, help="directory of held-out audio files")

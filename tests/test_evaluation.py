@@ -61,7 +61,9 @@ def test_normalize_text_both_sides_agree():
         "in nineteen eighty four three men paid fifty percent"
     )
     assert normalize_text("the 21st time") == "the twenty first time"
-    assert normalize_text("Don't 'quote' me") == "don't quote me"
+    assert normalize_text("Don't 'quote' me") == "do not quote me"
+    assert normalize_text("WE'RE SURE I'M RIGHT, WON'T WE") == "we are sure i am right will not we"
+    assert normalize_text("It's Ann's") == "it's ann's"  # 's is ambiguous: kept
     assert normalize_text("twenty-one") == normalize_text("21")
 
 
@@ -132,9 +134,88 @@ def test_pocketsphinx_second_opinion(shared_data):
 
 def test_get_asr_rejects_unknown_names():
     from naturalspeech2_jax.evaluation.asr import get_asr
+    from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable
 
-    with pytest.raises(ValueError, match="unknown ASR"):
+    with pytest.raises(EvaluatorUnavailable, match="Unknown ASR"):
         get_asr("no-such-recogniser")
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation models plugged in by path
+
+
+def test_plugged_models_fail_with_one_sentence(tmp_path):
+    from naturalspeech2_jax.evaluation.asr import get_asr
+    from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable
+    from naturalspeech2_jax.evaluation.speaker import get_speaker_encoder
+
+    def one_sentence(error):
+        text = str(error.value)
+        assert text.endswith(".") and text.count(". ") == 0 and "\n" not in text, text
+
+    for spec in ("whisper:/no/such/model", "ctc:/no/such.onnx", "moonshine:/no/such/dir"):
+        with pytest.raises(EvaluatorUnavailable, match="does not exist") as error:
+            get_asr(spec)
+        one_sentence(error)
+    with pytest.raises(EvaluatorUnavailable, match="does not exist") as error:
+        get_speaker_encoder("wavlm:/no/such/model")
+    one_sentence(error)
+    (tmp_path / "config.json").write_text('{"model_type": "whisper"}')
+    if importlib.util.find_spec("transformers") is None:
+        with pytest.raises(EvaluatorUnavailable, match="'transformers' package") as error:
+            get_asr(str(tmp_path))  # a bare path: recognised as a Whisper directory
+        one_sentence(error)
+        with pytest.raises(EvaluatorUnavailable, match="'transformers' package"):
+            get_speaker_encoder(f"wavlm:{tmp_path}")
+    if importlib.util.find_spec("speechbrain") is None:
+        (tmp_path / "hyperparams.yaml").write_text("")
+        with pytest.raises(EvaluatorUnavailable, match="'speechbrain' package") as error:
+            get_speaker_encoder(str(tmp_path))
+        one_sentence(error)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EvaluatorUnavailable, match="Cannot tell which kind"):
+        get_asr(str(empty))
+    with pytest.raises(EvaluatorUnavailable, match="vocab.json or tokens.txt"):
+        (empty / "model.onnx").write_bytes(b"")
+        get_asr(f"ctc:{empty / 'model.onnx'}")
+
+
+def test_ctc_greedy_decoding():
+    from naturalspeech2_jax.evaluation.asr import CTCOnnxASR
+
+    asr = CTCOnnxASR.__new__(CTCOnnxASR)
+    asr._vocab = ["<pad>", "<s>", "|", "h", "i", "o"]
+    asr._blank = 0
+    # h h <pad> i | | <s> h o o <pad> o -> "hi hoo"
+    assert asr.decode_ids([3, 3, 0, 4, 2, 2, 1, 3, 5, 5, 0, 5]) == "hi hoo"
+
+
+def test_default_evaluators_load_and_cli_stops_on_a_missing_model(tmp_path):
+    _needs("moonshine_cpp", "onnxruntime", "resemblyzer", "torch")
+    from naturalspeech2_jax.evaluation import tts_eval
+
+    loaded = tts_eval.load_evaluators(tts_eval.EvaluatorConfig(asr=["moonshine"], dnsmos=False))
+    assert loaded["asr:moonshine"].name == "moonshine"
+    assert type(loaded["speaker"]).__name__ == "SpeakerEncoder"  # resemblyzer, the default
+    corpus_dir = _tiny_kaldi_corpus(tmp_path)
+    base = ["tts", "--ground_truth_only", "--from_dir", str(corpus_dir), "--out"]
+    cli = _evaluate_cli()
+    assert cli.main(base + [str(tmp_path / "a.json"), "--asr", "whisper:/no/such"]) == 2
+    assert cli.main(base + [str(tmp_path / "b.json"), "--speaker_model", "ecapa:/no/such"]) == 2
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
+
+
+def _tiny_kaldi_corpus(root: pathlib.Path) -> pathlib.Path:
+    import soundfile as sf
+
+    folder = root / "corpus"
+    (folder / "spk").mkdir(parents=True)
+    for i in range(2):
+        sf.write(folder / "spk" / f"u{i}.flac", _speechlike(1.0, seed=i), SR)
+    (folder / "text").write_text("u0 HELLO\nu1 WORLD\n")
+    (folder / "utt2spk").write_text("u0 spk\nu1 spk\n")
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,13 +484,117 @@ def test_degenerate_generated_speech_is_recorded_not_fatal(tmp_path):
     assert any(e.startswith("dnsmos") for e in generated["errors"])  # silent audio has no MOS
 
 
+def test_prepared_dataset_gives_phoneme_level_prosody(tmp_path):
+    """--from_prepared: prompts cut on phoneme boundaries, durations on both sides, the paper's
+    phoneme-level statistics; the list written with --save_list reads back with its durations."""
+    _needs("pyworld", "tensorflow_datasets")
+    from naturalspeech2_jax.data.embedded import embedded_dataset_dir
+
+    out = tmp_path / "r.json"
+    argv = ["tts", "--ground_truth_only", "--from_prepared", embedded_dataset_dir("smoke")]
+    argv += ["--split", "heldout", "--limit", "3", "--skip", "asr,speaker,dnsmos", "--no_plots"]
+    argv += ["--out", str(out), "--save_list", str(tmp_path / "pairs.tsv")]
+    assert _evaluate_cli().main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["prosody_level"] == "phoneme"
+    assert math.isfinite(result["summary"]["pitch_mean_diff"])
+    assert math.isfinite(result["summary"]["duration_std_diff"])
+    pairs = corpus.read_pair_list(tmp_path / "pairs.tsv")
+    assert len(pairs) == 3
+    for pair in pairs:
+        assert pair.speaker != "" and pair.prompt_audio != pair.ground_truth_audio
+        prompt = corpus.load_audio(pair.prompt_audio, start=pair.prompt_start,
+                                   seconds=pair.prompt_seconds)  # fmt: skip
+        assert len(prompt) == 200 * sum(pair.prompt_durations)
+        target = corpus.load_audio(pair.ground_truth_audio)
+        assert len(target) == 200 * sum(pair.ground_truth_durations)
+
+
+def test_snap_prompt_to_phonemes():
+    durations = [10] * 30  # 300 frames = 3.75 s
+    start, seconds, span = corpus.snap_prompt_to_phonemes(durations, 0.13, 1.0)
+    assert start == pytest.approx(0.25) and span == (10,) * 8 and seconds == pytest.approx(1.0)
+    start, seconds, span = corpus.snap_prompt_to_phonemes(durations, 3.5, 1.0)
+    assert start + seconds == pytest.approx(3.75) and sum(span) == 80  # moved back to fit
+    start, seconds, span = corpus.snap_prompt_to_phonemes([5, 5], 0.0, 3.0)
+    assert span == (5, 5)  # a short prompt utterance is taken whole
+
+
 def test_checkpoint_loader_absence_is_one_clear_error():
     from naturalspeech2_jax.evaluation import tts_eval
 
-    if importlib.util.find_spec("naturalspeech2_jax.inference") is not None:
-        pytest.skip("the project now has an inference module")
+    for module in ("naturalspeech2_jax.inference", "naturalspeech2_jax.codec_api"):
+        if importlib.util.find_spec(module) is not None:
+            pytest.skip(f"the project now has {module}")
     with pytest.raises(tts_eval.CheckpointLoaderUnavailable, match="codec checkpoint loader"):
         tts_eval.load_from_checkpoint("codec", "/nonexistent")
+
+
+def test_checkpoint_loaders_adapt_the_future_modules(monkeypatch):
+    """The synthesizer and codec load through small interfaces: a Synthesizer class with
+    from_checkpoint and synthesize(text, prompt) (optionally carrying its codec), and a codec_api
+    Codec with encode(wav, n_q) / decode_codes(codes)."""
+    import sys
+    import types
+
+    from naturalspeech2_jax.evaluation import tts_eval
+
+    class FakeCodec:
+        hop = 200
+
+        @classmethod
+        def from_checkpoint(cls, path):
+            return cls()
+
+        def encode(self, wav, n_q=None):
+            frames = -(-len(wav) // self.hop)
+            return np.zeros((frames, n_q or 16), np.int32)
+
+        def decode_codes(self, codes):
+            return np.full(len(codes) * self.hop, codes.shape[1] / 100.0, np.float32)
+
+    class FakeSynthesizer:
+        codec = FakeCodec()
+
+        @classmethod
+        def from_checkpoint(cls, path):
+            return cls()
+
+        def synthesize(self, text, prompt_wav):
+            return {"wav": np.zeros(len(text) * 200, np.float32), "durations": [1] * len(text)}
+
+    module = types.ModuleType("fake_ns2_inference")
+    module.Synthesizer, module.Codec = FakeSynthesizer, FakeCodec
+    monkeypatch.setitem(sys.modules, "fake_ns2_inference", module)
+    monkeypatch.setitem(tts_eval.LOADERS, "synthesizer", (("fake_ns2_inference", "Synthesizer"),))
+    monkeypatch.setitem(
+        tts_eval.LOADERS, "codec", (("no_such_module_x", "Codec"), ("fake_ns2_inference", "Codec"))
+    )
+    synthesize, codec = tts_eval.load_synthesizer_and_codec("/ckpt")
+    wav, durations = synthesize("abc", np.zeros(100, np.float32))
+    assert wav.shape == (600,) and durations.tolist() == [1, 1, 1]
+    out = codec(np.ones(450, np.float32), 8)
+    assert out.shape == (450,) and np.allclose(out, 0.08)  # trimmed; 8 quantizers kept
+    resynth = tts_eval.load_from_checkpoint("codec", "/ckpt")
+    assert np.allclose(resynth(np.ones(10, np.float32)), 0.16)
+
+
+def test_rescore_recomputes_wer_from_stored_transcripts():
+    _needs("jiwer")
+    from naturalspeech2_jax.evaluation import tts_eval
+
+    records = [
+        {"id": "a", "speaker": "s", "system": "ground_truth", "text": "I AM HERE",
+         "hypothesis": "I'm here.", "wer": 0.67, "hypothesis_pocketsphinx": "i am there"},
+        {"id": "b", "speaker": "s", "system": "ground_truth", "text": "WE WON'T GO",
+         "hypothesis": "", "wer": 1.0, "hypothesis_pocketsphinx": "we will not go"},
+    ]  # fmt: skip
+    result = tts_eval.rescore_wer({"records": records, "summary": {"system": "ground_truth"}})
+    assert [r["wer"] for r in records] == [0.0, 1.0]
+    # corpus level: 4 errors / 7 words ("won't" reads "will not" on both sides)
+    assert result["summary"]["wer"] == pytest.approx(4 / 7)
+    assert result["summary"]["failures"] == 1
+    assert result["summary"]["wer_pocketsphinx"] == pytest.approx(1 / 7)
 
 
 def test_summary_markdown_and_plots(tmp_path):
@@ -493,5 +678,5 @@ def test_cli_codec_opus_rows_and_missing_loader(tmp_path):
 
     if opus.opus_available("soundfile"):
         assert [r["system"] for r in rows] == ["opus"] and rows[0]["n_files"] == 2
-    if importlib.util.find_spec("naturalspeech2_jax.inference") is None:
-        assert cli.main(argv + ["--checkpoint", str(tmp_path)]) == 2
+    # No loader yet, or a directory that is no codec run: one error line and exit status 2.
+    assert cli.main(argv + ["--checkpoint", str(tmp_path)]) == 2

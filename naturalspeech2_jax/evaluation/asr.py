@@ -26,6 +26,12 @@ from typing import Protocol
 import numpy as np
 
 from naturalspeech2_jax.evaluation.normalize_text import normalize_text
+from naturalspeech2_jax.evaluation.plugins import (
+    EvaluatorUnavailable,
+    require_module,
+    require_path,
+    split_spec,
+)
 
 SAMPLE_RATE = 16_000
 
@@ -202,9 +208,140 @@ class PocketsphinxASR:
         return hyp.hypstr if hyp is not None else ""
 
 
+class WhisperASR:
+    """A Whisper model on disk: a Hugging Face directory (transformers) or an openai-whisper
+    ``.pt`` checkpoint (the ``whisper`` package); English, greedy, on CPU."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        model_path = require_path(str(path), "Whisper model")
+        self.name = "whisper"
+        self._lock = threading.Lock()
+        if model_path.is_file():
+            require_module(
+                "whisper", f"The Whisper checkpoint {model_path}", "pip install openai-whisper"
+            )
+            import whisper
+
+            model = whisper.load_model(str(model_path), device="cpu")
+            self._transcribe = lambda audio: model.transcribe(audio, language="en", fp16=False)[
+                "text"
+            ]
+            return
+        require_module(
+            "transformers", f"The Whisper model {model_path}", "pip install transformers"
+        )
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        processor = WhisperProcessor.from_pretrained(str(model_path), local_files_only=True)
+        model = WhisperForConditionalGeneration.from_pretrained(
+            str(model_path), local_files_only=True
+        ).eval()
+
+        def transcribe(audio: np.ndarray) -> str:
+            import torch
+
+            features = processor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            with torch.no_grad():
+                ids = model.generate(features.input_features, language="en", task="transcribe")
+            return processor.batch_decode(ids, skip_special_tokens=True)[0]
+
+        self._transcribe = transcribe
+
+    def transcribe(self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+        audio = _resample(wav, sample_rate)
+        if len(audio) < SAMPLE_RATE // 10:
+            return ""
+        with self._lock:
+            return str(self._transcribe(audio)).strip()
+
+
+class CTCOnnxASR:
+    """A CTC acoustic model exported to ONNX (wav2vec2/HuBERT style): raw 16 kHz waveform
+    [1, N] in, logits [1, T, V] out, greedy CTC decoding with the ``vocab.json`` (token -> id, as
+    Hugging Face writes it) or ``tokens.txt`` (one token per line) found beside the model.
+    ``|`` or ``\\u2581`` is the word delimiter; ``<pad>``/``<blank>`` (else id 0) is the blank."""
+
+    SPECIALS = ("<s>", "</s>", "<unk>", "<pad>", "<blank>", "<eps>")
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        model_path = require_path(str(path), "CTC ONNX model")
+        if model_path.is_dir():
+            found = sorted(model_path.glob("*.onnx")) + sorted(model_path.glob("*.ort"))
+            if len(found) != 1:
+                raise EvaluatorUnavailable(
+                    f"The CTC model directory {model_path} must hold exactly one .onnx/.ort file "
+                    f"(found {len(found)}); pass the model file itself."
+                )
+            model_path = found[0]
+        self.name = "ctc"
+        self._vocab = self._read_vocab(model_path.parent)
+        self._blank = next((i for i, t in enumerate(self._vocab) if t in ("<pad>", "<blank>")), 0)
+        self._session = ort.InferenceSession(
+            str(model_path), ort_session_options(num_threads), providers=["CPUExecutionProvider"]
+        )
+        inputs = self._session.get_inputs()
+        if len(inputs[0].shape) != 2:
+            raise EvaluatorUnavailable(
+                f"The CTC model {model_path} takes input of rank {len(inputs[0].shape)}; only "
+                "models with a raw-waveform input [batch, samples] are supported."
+            )
+        self._input = inputs[0].name
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _read_vocab(folder: pathlib.Path) -> list[str]:
+        import json
+
+        if (folder / "vocab.json").exists():
+            table = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+            vocab = [""] * (max(table.values()) + 1)
+            for token, i in table.items():
+                vocab[int(i)] = token
+            return vocab
+        if (folder / "tokens.txt").exists():
+            lines = (folder / "tokens.txt").read_text(encoding="utf-8").splitlines()
+            return [line.split()[0] if line.split() else "" for line in lines]
+        raise EvaluatorUnavailable(
+            f"No vocab.json or tokens.txt beside the CTC model in {folder}; put the model's "
+            "vocabulary there."
+        )
+
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """Greedy CTC: collapse repeats, drop blanks and special tokens, delimiters -> spaces."""
+        pieces, previous = [], None
+        for i in ids:
+            if i != previous and i != self._blank and 0 <= i < len(self._vocab):
+                token = self._vocab[i]
+                if token not in self.SPECIALS:
+                    pieces.append(token)
+            previous = i
+        text = "".join(pieces).replace("|", " ").replace("\u2581", " ")
+        return " ".join(text.split())
+
+    def transcribe(self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+        audio = _resample(wav, sample_rate)
+        if len(audio) < SAMPLE_RATE // 10:
+            return ""
+        # wav2vec2 feature extractors normalise each utterance to zero mean, unit variance.
+        audio = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+        with self._lock:
+            logits = self._session.run(None, {self._input: audio[None].astype(np.float32)})[0]
+        logits = np.asarray(logits)
+        logits = logits[0] if logits.ndim == 3 else logits
+        return self.decode_ids(np.argmax(logits, axis=-1).tolist())
+
+
 _REGISTRY: dict[str, Callable[[], ASR]] = {
     "moonshine": MoonshineASR,
     "pocketsphinx": PocketsphinxASR,
+}
+# KIND:PATH plug-ins for models a user has on disk.
+_PATH_KINDS: dict[str, Callable[[str], ASR]] = {
+    "moonshine": lambda p: MoonshineASR(require_path(p, "Moonshine model")),
+    "whisper": WhisperASR,
+    "ctc": CTCOnnxASR,
 }
 
 
@@ -214,20 +351,45 @@ def register_asr(name: str, factory: Callable[[], ASR]) -> None:
     get_asr.cache_clear()
 
 
+def _guess_kind(path: pathlib.Path) -> str:
+    """Which plug-in a bare path is: Moonshine export, Whisper (HF dir or .pt) or CTC ONNX."""
+    folder = path if path.is_dir() else path.parent
+    if path.is_file() and path.suffix == ".pt":
+        return "whisper"
+    config = path / "config.json"
+    if path.is_dir() and config.exists() and '"whisper"' in config.read_text(errors="replace"):
+        return "whisper"
+    if (folder / "tokenizer.bin").exists() and any(folder.glob("decoder_model_merged.*")):
+        return "moonshine"
+    if any(folder.glob("*.onnx")) or path.suffix in (".onnx", ".ort"):
+        return "ctc"
+    raise EvaluatorUnavailable(
+        f"Cannot tell which kind of ASR model {path} is; prefix it with moonshine:, whisper: or "
+        "ctc: (see launch/evaluate.py --help)."
+    )
+
+
 @functools.cache
 def get_asr(spec: str = "moonshine") -> ASR:
-    """Recogniser by registry name or by model directory path; loaded once per process."""
+    """Recogniser by registry name, ``KIND:PATH`` or bare path; loaded once per process.
+
+    Names: ``moonshine`` (default, bundled), ``pocketsphinx`` (bundled). On disk:
+    ``moonshine:DIR`` (encoder_model/decoder_model_merged .ort|.onnx + tokenizer.bin),
+    ``whisper:DIR`` (Hugging Face, needs transformers) or ``whisper:FILE.pt`` (openai-whisper),
+    ``ctc:FILE.onnx`` (waveform-in CTC model with vocab.json beside it). Raises
+    :class:`EvaluatorUnavailable` (one sentence) when the path or the library is missing.
+    """
     if spec in _REGISTRY:
         return _REGISTRY[spec]()
-    path = pathlib.Path(spec)
-    if path.is_dir():
-        return MoonshineASR(path)
-    if path.is_file() and path.suffix in (".onnx", ".ort"):
-        return MoonshineASR(path.parent)
-    raise ValueError(
-        f"unknown ASR {spec!r}: use one of {sorted(_REGISTRY)} or a directory with "
-        "encoder_model.(ort|onnx), decoder_model_merged.(ort|onnx) and tokenizer.bin"
-    )
+    kind, path = split_spec(spec, tuple(_PATH_KINDS))
+    if kind is None:
+        if not any(sep in spec for sep in ("/", "\\", ".")):
+            raise EvaluatorUnavailable(
+                f"Unknown ASR {spec!r}; use one of {sorted(_REGISTRY)} or KIND:PATH with KIND in "
+                f"{sorted(_PATH_KINDS)}."
+            )
+        kind = _guess_kind(require_path(path, "ASR model"))
+    return _PATH_KINDS[kind](path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,9 @@ A test pair is (target text, ground-truth target audio, prompt audio), the promp
 of ANOTHER utterance of the same speaker. Pairs come from a list TSV (columns ``prompt_audio``,
 ``target_text``, ``ground_truth_audio``; optional ``id``, ``speaker``, ``prompt_start``,
 ``prompt_seconds``, ``ground_truth_durations``, ``prompt_durations``) or are drawn, seeded, from a
-Kaldi-style directory (``text``, ``utt2spk``, audio at ``<speaker>/<utt>.flac`` or ``<utt>.flac``).
+Kaldi-style directory (``text``, ``utt2spk``, audio at ``<speaker>/<utt>.flac`` or ``<utt>.flac``),
+or from a prepared dataset (:func:`pairs_from_prepared`), whose phoneme durations make prosody
+phoneme-level.
 
 The reader here is deliberately small (evaluation only needs text, speaker and audio path); the
 project's general corpus readers live in ``naturalspeech2_jax.data``.
@@ -148,6 +150,96 @@ def make_pairs(
     return pairs
 
 
+def snap_prompt_to_phonemes(
+    durations: Sequence[int], start_seconds: float, prompt_seconds: float, hop: int = 200
+) -> tuple[float, float, tuple[int, ...]]:
+    """A prompt crop on phoneme boundaries: (start s, length s, the crop's phoneme durations).
+
+    Starts at the first phoneme boundary at or after ``start_seconds`` (moved back while the rest
+    is shorter than the prompt) and takes whole phonemes until ``prompt_seconds`` is reached, so
+    phoneme-level prosody of the prompt is exact (the durations sum to the crop's frames).
+    """
+    durations = [int(d) for d in durations]
+    bounds = np.concatenate([[0], np.cumsum(durations)]).astype(int)
+    frame_rate = SAMPLE_RATE / hop
+    want = int(round(prompt_seconds * frame_rate))
+    first = int(np.searchsorted(bounds, start_seconds * frame_rate, side="left"))
+    first = min(first, len(durations) - 1)
+    while first > 0 and bounds[-1] - bounds[first] < want:
+        first -= 1
+    last = first
+    while last < len(durations) and bounds[last] - bounds[first] < want:
+        last += 1
+    span = tuple(durations[first:last])
+    return bounds[first] / frame_rate, sum(span) / frame_rate, span
+
+
+def pairs_from_prepared(
+    dataset_dir: str | os.PathLike,
+    split: str,
+    audio_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    prompt_seconds: float = 3.0,
+) -> list[TestPair]:
+    """Seeded pairs from a prepared dataset (``launch/prepare_data.py``), with phoneme durations.
+
+    The same pairing as :func:`make_pairs`, but prompts are cut on phoneme boundaries and both
+    sides carry durations, so prosody is measured at the phoneme level (as in the paper). The
+    audio of the chosen utterances is written as 16-bit WAV under ``audio_dir``.
+    """
+    import soundfile as sf
+
+    from naturalspeech2_jax.data.pipeline import open_split
+
+    source = open_split(dataset_dir, split)
+    utterances, durations, index = [], {}, {}
+    for i in range(len(source)):
+        ex = source[i]
+        utt_id = _text(ex["id"])
+        frames = int(np.sum(ex["durations"]))
+        utterances.append(
+            Utterance(
+                utt_id,
+                _text(ex["speaker"]),
+                _text(ex["text"]),
+                str(pathlib.Path(audio_dir) / f"{utt_id}.wav"),
+                frames * 200 / SAMPLE_RATE,
+            )
+        )
+        durations[utt_id] = tuple(int(d) for d in ex["durations"])
+        index[utt_id] = i
+    pairs = make_pairs(utterances, seed=seed, limit=limit, prompt_seconds=prompt_seconds)
+    pathlib.Path(audio_dir).mkdir(parents=True, exist_ok=True)
+    by_path = {u.audio_path: u.utt_id for u in utterances}
+    out = []
+    for pair in pairs:
+        prompt_id = by_path[pair.prompt_audio]
+        start, seconds, span = snap_prompt_to_phonemes(
+            durations[prompt_id], pair.prompt_start, prompt_seconds
+        )
+        for utt_id in (pair.pair_id, prompt_id):
+            path = pathlib.Path(audio_dir) / f"{utt_id}.wav"
+            if not path.exists():
+                audio = np.asarray(source[index[utt_id]]["audio"], np.int16)
+                sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16")
+        out.append(
+            dataclasses.replace(
+                pair,
+                prompt_start=start,
+                prompt_seconds=seconds,
+                ground_truth_durations=durations[pair.pair_id],
+                prompt_durations=span,
+            )
+        )
+    return out
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _parse_durations(value: str | None) -> tuple[int, ...] | None:
     if value is None or not value.strip():
         return None
@@ -196,6 +288,8 @@ def write_pair_list(pairs: Iterable[TestPair], path: str | os.PathLike) -> None:
         "prompt_seconds",
         "target_text",
         "ground_truth_audio",
+        "ground_truth_durations",
+        "prompt_durations",
     ]
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
@@ -210,6 +304,8 @@ def write_pair_list(pairs: Iterable[TestPair], path: str | os.PathLike) -> None:
                     "" if p.prompt_seconds is None else p.prompt_seconds,
                     p.target_text,
                     os.path.abspath(p.ground_truth_audio),
+                    " ".join(map(str, p.ground_truth_durations or ())),
+                    " ".join(map(str, p.prompt_durations or ())),
                 ]
             )
 

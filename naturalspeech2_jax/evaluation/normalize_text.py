@@ -1,7 +1,8 @@
 """Text normalisation applied identically to references and ASR hypotheses before WER.
 
 Lower case, numbers spelled out in words (cardinals, ordinals, years, decimals, percentages),
-punctuation removed except word-internal apostrophes, whitespace collapsed. Kept dependency-free so
+unambiguous contractions expanded (n't, 're, 've, 'll, I'm), punctuation removed except
+word-internal apostrophes, whitespace collapsed. Kept dependency-free so
 the same function runs on the transcript side and the hypothesis side without any model.
 """
 
@@ -93,6 +94,21 @@ def _spell_number_token(match: re.Match[str]) -> str:
     return " " + words + (" percent" if percent else "") + " "
 
 
+# Unambiguous contractions are expanded on both sides ("I'm" and "I am" are the same words read
+# aloud); "'s" and "'d" (is/has/possessive, would/had) are left alone.
+_CONTRACTIONS = [
+    (re.compile(r"\bwon't\b"), "will not"),
+    (re.compile(r"\bcan't\b"), "can not"),
+    (re.compile(r"\bshan't\b"), "shall not"),
+    (re.compile(r"\bcannot\b"), "can not"),
+    (re.compile(r"n't\b"), " not"),
+    (re.compile(r"'re\b"), " are"),
+    (re.compile(r"'ve\b"), " have"),
+    (re.compile(r"'ll\b"), " will"),
+    (re.compile(r"\bi'm\b"), "i am"),
+]
+
+
 def normalize_text(text: str) -> str:
     """Normalise a transcript for WER: lower case, numbers as words, no punctuation."""
     text = unicodedata.normalize("NFKC", text).lower()
@@ -106,4 +122,6 @@ def normalize_text(text: str) -> str:
     # Keep apostrophes only inside words ("don't"), drop every other punctuation mark.
     text = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", text)
     text = re.sub(r"[^a-z' ]+", " ", text)
+    for pattern, expansion in _CONTRACTIONS:
+        text = pattern.sub(expansion, text)
     return " ".join(text.split())

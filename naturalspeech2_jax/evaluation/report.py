@@ -130,9 +130,13 @@ _COLUMNS = (
     ("dnsmos_bak", "BAK", 2),
     ("dnsmos_p808", "P808", 2),
     ("pitch_mean_diff", "pitch mean diff (Hz)", 2),
+    ("pitch_std_diff", "pitch std diff (Hz)", 2),
     ("duration_mean_diff", "duration mean diff (frames)", 2),
+    ("duration_std_diff", "duration std diff (frames)", 2),
     ("pitch_pearson_vs_gt", "pitch r vs GT", 3),
+    ("pitch_rmse_vs_gt", "pitch RMSE vs GT (Hz)", 2),
     ("duration_pearson_vs_gt", "duration r vs GT", 3),
+    ("duration_rmse_vs_gt", "duration RMSE vs GT (frames)", 2),
 )
 
 

@@ -22,7 +22,7 @@ import logging
 import math
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -56,38 +56,145 @@ class CheckpointLoaderUnavailable(RuntimeError):
     """The project does not provide the loader a ``--checkpoint`` evaluation needs yet."""
 
 
-# Where checkpoint loaders are expected: module, function(checkpoint_dir) -> callable.
+# Where checkpoint loaders are expected, tried in order: (module, attribute). An attribute is a
+# function ``f(checkpoint_dir)`` or a class with ``from_checkpoint(checkpoint_dir)``.
 LOADERS = {
-    "synthesizer": ("naturalspeech2_jax.inference", "load_synthesizer"),
-    "codec": ("naturalspeech2_jax.inference", "load_codec"),
+    "synthesizer": (
+        ("naturalspeech2_jax.inference", "load_synthesizer"),
+        ("naturalspeech2_jax.inference", "Synthesizer"),
+    ),
+    "codec": (
+        ("naturalspeech2_jax.codec_api", "Codec"),
+        ("naturalspeech2_jax.inference", "load_codec"),
+    ),
 }
 
 
+def _load_object(kind: str, checkpoint: str, **kwargs: Any) -> Any:
+    missing = []
+    for module_name, attribute in LOADERS[kind]:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module_name.startswith(e.name):
+                raise  # the module exists but one of ITS imports is missing: a real error
+            missing.append(f"{module_name}.{attribute}")
+            continue
+        loader = getattr(module, attribute, None)
+        if loader is None:
+            missing.append(f"{module_name}.{attribute}")
+            continue
+        if isinstance(loader, type):
+            return loader.from_checkpoint(checkpoint, **kwargs)
+        return loader(checkpoint, **kwargs)
+    raise CheckpointLoaderUnavailable(
+        f"The {kind} checkpoint loader is not available yet (none of {', '.join(missing)} "
+        "exists in this tree)."
+    )
+
+
+def as_codec_resynthesis(codec: Any) -> Callable[..., np.ndarray]:
+    """``f(wav, n_quantizers=None) -> wav`` from a codec object or callable.
+
+    Accepts a :mod:`naturalspeech2_jax.codec_api` ``Codec`` (``encode(wav, n_q)`` +
+    ``decode_codes(codes)``), any object with ``resynth(wav)``, or a callable ``f(wav, n_q)``.
+    The output is trimmed to the input's length (codecs pad to whole frames).
+    """
+    if hasattr(codec, "encode") and hasattr(codec, "decode_codes"):
+
+        def resynth(wav: np.ndarray, n_quantizers: int | None = None) -> np.ndarray:
+            out = codec.decode_codes(codec.encode(np.asarray(wav, np.float32), n_quantizers))
+            return np.asarray(out, np.float32).reshape(-1)[: len(wav)]
+
+        return resynth
+    if hasattr(codec, "resynth"):
+        return lambda wav, n_quantizers=None: np.asarray(codec.resynth(wav), np.float32)[: len(wav)]
+    if callable(codec):
+        return codec
+    raise TypeError(f"{type(codec).__name__} is neither a codec object nor a callable")
+
+
+def as_synthesize(synthesizer: Any) -> Synthesize:
+    """A :class:`Synthesize` from an object with ``synthesize(text, prompt_wav)`` or a callable.
+
+    The result may be a waveform, ``(waveform, durations)`` or a dict with ``wav``/``audio`` and
+    optional ``durations``.
+    """
+    fn = getattr(synthesizer, "synthesize", synthesizer)
+    if not callable(fn):
+        raise TypeError(f"{type(synthesizer).__name__} has no synthesize method")
+
+    def synthesize(text: str, prompt_wav: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = fn(text, prompt_wav)
+        if isinstance(out, Mapping):
+            wav = out["wav"] if "wav" in out else out["audio"]
+            durations = out.get("durations")
+        elif isinstance(out, tuple):
+            wav, durations = out[0], (out[1] if len(out) > 1 else None)
+        else:
+            wav, durations = out, None
+        wav = np.asarray(wav, np.float32).reshape(-1)
+        return wav, None if durations is None else np.asarray(durations).reshape(-1)
+
+    return synthesize
+
+
 def load_from_checkpoint(kind: str, checkpoint: str, **kwargs: Any) -> Callable[..., Any]:
-    """Build a :class:`Synthesize` (``kind="synthesizer"``) or codec callable from a checkpoint.
+    """A :class:`Synthesize` (``kind="synthesizer"``) or a codec resynthesis callable
+    ``f(wav, n_quantizers=None)`` (``kind="codec"``) from a checkpoint directory.
 
     Raises :class:`CheckpointLoaderUnavailable` (one sentence) when the loader is not in the tree.
     """
-    module_name, function_name = LOADERS[kind]
-    try:
-        module = importlib.import_module(module_name)
-        loader = getattr(module, function_name)
-    except (ImportError, AttributeError) as e:
-        raise CheckpointLoaderUnavailable(
-            f"The {kind} checkpoint loader is not available yet "
-            f"({module_name}.{function_name} is missing: {e})."
-        ) from None
-    return loader(checkpoint, **kwargs)
+    obj = _load_object(kind, checkpoint, **kwargs)
+    return as_synthesize(obj) if kind == "synthesizer" else as_codec_resynthesis(obj)
+
+
+def load_synthesizer_and_codec(
+    checkpoint: str,
+) -> tuple[Synthesize, Callable[..., np.ndarray] | None]:
+    """The synthesizer of a checkpoint and, when it carries one (``.codec``), its codec."""
+    obj = _load_object("synthesizer", checkpoint)
+    codec = getattr(obj, "codec", None)
+    return as_synthesize(obj), (as_codec_resynthesis(codec) if codec is not None else None)
 
 
 @dataclasses.dataclass
 class EvaluatorConfig:
-    """Which evaluators run. ``asr``: registry names or model paths; the first one is primary."""
+    """Which evaluators run. ``asr``: names or ``KIND:PATH`` specs; the first one is primary."""
 
     asr: Sequence[str] = ("moonshine", "pocketsphinx")
     speaker: bool = True
+    speaker_model: str = "resemblyzer"  # or wavlm:PATH / ecapa:PATH (see speaker.py)
     dnsmos: bool = True
     prosody: bool = True
+
+
+def load_evaluators(config: EvaluatorConfig) -> dict[str, Any]:
+    """Build every evaluator ``config`` asks for, before any audio is processed.
+
+    Raises :class:`~naturalspeech2_jax.evaluation.plugins.EvaluatorUnavailable` with one sentence
+    when a model path or library is missing, so a run fails at once rather than per utterance.
+    """
+    from naturalspeech2_jax.evaluation.asr import get_asr
+    from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable
+
+    loaded: dict[str, Any] = {}
+    try:
+        for spec in config.asr:
+            loaded[f"asr:{spec}"] = get_asr(spec)
+        if config.speaker:
+            from naturalspeech2_jax.evaluation.speaker import get_speaker_encoder
+
+            loaded["speaker"] = get_speaker_encoder(config.speaker_model)
+        if config.dnsmos:
+            from naturalspeech2_jax.evaluation.dnsmos import get_dnsmos
+
+            loaded["dnsmos"] = get_dnsmos()
+    except ImportError as e:  # a bundled evaluator whose package is not installed
+        raise EvaluatorUnavailable(
+            f"An evaluator's package is missing ({e}); install the extra: pip install -e '.[eval]'."
+        ) from None
+    return loaded
 
 
 class _Timer:
@@ -203,7 +310,9 @@ def _score_system(
     if config.speaker and prompt_embedding is not None:
         from naturalspeech2_jax.evaluation.speaker import cosine_similarity, get_speaker_encoder
 
-        embedding = _guarded(record, "speaker", timer, seconds, get_speaker_encoder().embed, wav)
+        embedding = _guarded(
+            record, "speaker", timer, seconds, get_speaker_encoder(config.speaker_model).embed, wav
+        )
         if embedding is not None:
             record["speaker_similarity"] = cosine_similarity(embedding, prompt_embedding)
     if config.dnsmos:
@@ -255,7 +364,7 @@ def evaluate_tts(
             prompt_embedding = timer.run(
                 "speaker",
                 len(prompt_wav) / SAMPLE_RATE,
-                get_speaker_encoder().embed,
+                get_speaker_encoder(config.speaker_model).embed,
                 prompt_wav,
             )
         gt_durations = (
@@ -311,6 +420,27 @@ def evaluate_tts(
         },
         "config": dataclasses.asdict(config),
     }
+
+
+def rescore_wer(result: dict[str, Any]) -> dict[str, Any]:
+    """Recompute every record's WER from its stored hypotheses (after a normalisation change),
+    and the summaries; the ASR does not run again. Returns ``result``, updated in place."""
+    from naturalspeech2_jax.evaluation.asr import word_error_rate
+    from naturalspeech2_jax.evaluation.report import summarize_records
+
+    for record in result["records"]:
+        for key in [k for k in record if k.startswith("hypothesis")]:
+            suffix = key[len("hypothesis") :]
+            scored = word_error_rate(record["text"], record[key] or "")
+            record[f"wer{suffix}"] = scored.wer
+            errors = scored.substitutions + scored.deletions + scored.insertions
+            record[f"wer_errors{suffix}"] = errors
+            record[f"wer_words{suffix}"] = scored.reference_words
+    systems = summarize_records(result["records"])
+    primary = result["summary"].get("system", "ground_truth")
+    result["systems"] = systems
+    result["summary"] = {"system": primary, **systems.get(primary, {})}
+    return result
 
 
 def _add_prosody_vs_ground_truth(pair_records: list[dict[str, Any]]) -> None:
