@@ -1,0 +1,130 @@
+"""Neural audio codec (SoundStream-style RVQ-GAN): 16 kHz, hop 200, 16 quantizers x 1024 codes.
+
+    python launch/train.py --config=configs/codec.py:tiny --workdir=runs/codec_tiny \
+        --config.data.dataset_dir=DATA/<name>/1.0.0
+    python launch/train.py --config=configs/codec.py:paper --dry_run
+
+Then: ``python launch/codec.py resynth --checkpoint runs/codec_tiny in.wav out.wav`` and
+``python launch/codec.py encode-dataset --checkpoint runs/codec_tiny DATA/<name>/1.0.0 OUT``.
+
+Hardware: smoke (tests, seconds) and tiny (2 CPU cores: 3000 steps, about 0.5 audio-s/s so
+roughly 40 minutes) run on CPU; base is for one GPU; paper is the paper's setting (8 GPUs x 200
+clips, 440K steps, Adam 2e-4).
+
+Expected: ``generator/mel_loss`` (log-mel L1, mean of the FFT scales) starts near 3-4 and falls
+below 1.5 within the first 1000 tiny steps (generator-only warm-up); ``eval/si_sdr_q16`` rises
+above 0 dB and ``eval/mel_distance_q16`` < ``eval/mel_distance_q4`` once the codebooks settle.
+Parameter counts (dry run): paper 25.6M generator (encoder 12.3M + decoder 13.3M, the paper's
+"about 27M") plus 4.2M EMA codebook entries that are state, not parameters; discriminators are
+reported apart under "discriminators".
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import base_config, select_preset
+
+PRESETS = {
+    # name: generator channels, disc wave channels, disc stft channels, crop frames, batch, steps
+    "smoke": dict(ch=4, msd=(4, 8, 16), stft=4, crop=8, batch=8, steps=20),
+    "tiny": dict(ch=16, msd=(8, 32, 64), stft=8, crop=32, batch=8, steps=3000),
+    "base": dict(ch=32, msd=(16, 64, 256, 512), stft=32, crop=80, batch=16, steps=200_000),
+    "paper": dict(ch=56, msd=(16, 64, 256, 1024), stft=32, crop=80, batch=1600, steps=440_000),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset = select_preset(PRESETS, arg, __name__)
+    p = PRESETS[preset]
+    small = preset in ("smoke", "tiny")
+    c = base_config()
+    c.preset = preset
+    c.task = "codec"
+    c.total_steps = p["steps"]
+    c.batch_size = p["batch"]
+
+    c.model = ml_collections.ConfigDict(
+        dict(
+            channels=p["ch"],
+            strides=(2, 4, 5, 5),  # product = 200 samples = one 12.5 ms frame at 16 kHz
+            dilations=(1, 3, 9),
+            kernel_size=7,
+            latent_dim=256,
+            num_quantizers=16,
+            codebook_size=1024,
+            ema_decay=0.99,  # codebook EMA decay
+            # EMA usage (codes per batch) below which a code is replaced by a batch residual;
+            # scale with frames per batch (tiny: 256 frames spread over 1024 codes).
+            dead_code_threshold={"smoke": 0.01, "tiny": 0.01, "base": 0.05, "paper": 0.5}[preset],
+            kmeans_iters=0 if preset == "smoke" else 10,  # 0 = random-sample initialisation
+            quantizer_dropout=1.0,  # probability of training with a random 1..16 quantizers
+            weight_norm=True,
+        )
+    )
+    c.disc = ml_collections.ConfigDict(
+        dict(
+            msd_scales=2 if small else 3,
+            msd_channels=p["msd"],
+            stft_fft_sizes=(256, 128) if preset == "smoke" else (1024, 512, 256),
+            stft_channels=p["stft"],
+            # Generator-only warm-up: reconstruction first, then the GAN (cheaper and steadier).
+            start_step={"smoke": 0, "tiny": 1000, "base": 20_000, "paper": 20_000}[preset],
+        )
+    )
+    c.loss = ml_collections.ConfigDict(
+        dict(
+            mel_weight=15.0,
+            mel_scales=(64, 128, 256, 512) if preset == "smoke" else (64, 128, 256, 512, 1024, 2048),
+            n_mels=64,
+            stft_weight=1.0,
+            stft_resolutions=((512, 128), (256, 64), (128, 32))
+            if preset == "smoke"
+            else ((2048, 512), (1024, 256), (512, 128)),
+            commit_weight=1.0,
+            adv_weight=1.0,
+            fm_weight=2.0,
+        )
+    )
+    # Generator (config.optim) and discriminator (config.optim_d): Adam, GAN betas.
+    lr = 5e-4 if small else 2e-4
+    for key in ("optim", "optim_d"):
+        c[key] = ml_collections.ConfigDict(
+            dict(
+                name="adam",
+                lr=lr,
+                b1=0.5,
+                b2=0.9,
+                eps=1e-8,
+                weight_decay=0.0,
+                schedule="constant",
+                warmup_steps=10 if small else 1000,
+                clip_norm=10.0,
+                decay_steps=0,
+                min_lr_ratio=0.0,
+            )
+        )
+    c.ema_decay = 0.0 if preset == "smoke" else (0.99 if preset == "tiny" else 0.999)
+
+    c.data = ml_collections.ConfigDict(
+        dict(
+            dataset_dir="",  # DIR/<name>/<version> of a prepared dataset (launch/prepare_data.py)
+            train_split="train",
+            eval_split="validation",  # falls back to the first training utterances if absent
+            crop_frames=p["crop"],
+            num_threads=2,
+        )
+    )
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            num_examples=2 if preset == "smoke" else 8,
+            max_frames=40 if preset == "smoke" else 240,
+            num_samples=1 if preset == "smoke" else 2,
+            quantizers=(4, 8, 16),
+            stats_examples=4 if preset == "smoke" else 64,
+        )
+    )
+    c.log_every = {"smoke": 5, "tiny": 50}.get(preset, 100)
+    c.eval_every = {"smoke": 0, "tiny": 500}.get(preset, 5000)
+    c.checkpoint_every = {"smoke": 10, "tiny": 500}.get(preset, 5000)
+    return c
