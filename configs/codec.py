@@ -48,7 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(
             channels=p["ch"],
             strides=(2, 4, 5, 5),  # product = 200 samples = one 12.5 ms frame at 16 kHz
-            dilations=(1, 3, 9),
+            # Smoke keeps one unit per stage: XLA compile time on CPU grows with the conv count.
+            dilations=(1,) if preset == "smoke" else (1, 3, 9),
             kernel_size=7,
             latent_dim=256,
             num_quantizers=16,
@@ -64,9 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.disc = ml_collections.ConfigDict(
         dict(
-            msd_scales=2 if small else 3,
+            msd_scales={"smoke": 1, "tiny": 2}.get(preset, 3),
             msd_channels=p["msd"],
-            stft_fft_sizes=(256, 128) if preset == "smoke" else (1024, 512, 256),
+            stft_fft_sizes=(128,) if preset == "smoke" else (1024, 512, 256),
             stft_channels=p["stft"],
             # Generator-only warm-up: reconstruction first, then the GAN (cheaper and steadier).
             start_step={"smoke": 0, "tiny": 1000, "base": 20_000, "paper": 20_000}[preset],
@@ -75,10 +76,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict(
         dict(
             mel_weight=15.0,
-            mel_scales=(64, 128, 256, 512) if preset == "smoke" else (64, 128, 256, 512, 1024, 2048),
+            mel_scales=(128, 512) if preset == "smoke" else (64, 128, 256, 512, 1024, 2048),
             n_mels=64,
             stft_weight=1.0,
-            stft_resolutions=((512, 128), (256, 64), (128, 32))
+            stft_resolutions=((256, 64),)
             if preset == "smoke"
             else ((2048, 512), (1024, 256), (512, 128)),
             commit_weight=1.0,

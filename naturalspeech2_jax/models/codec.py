@@ -40,9 +40,7 @@ class EncoderBlock(nnx.Module):
     """Residual units at ``channels``, then a strided conv to ``2 * channels`` (T -> T / s)."""
 
     def __init__(self, channels, stride, dilations, kernel_size, wn, rngs):
-        self.units = nnx.List(
-            [ResidualUnit(channels, d, kernel_size, wn, rngs) for d in dilations]
-        )
+        self.units = nnx.List([ResidualUnit(channels, d, kernel_size, wn, rngs) for d in dilations])
         self.down = Conv1d(
             channels, 2 * channels, 2 * stride, stride=stride, weight_norm=wn, rngs=rngs
         )

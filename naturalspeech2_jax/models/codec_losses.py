@@ -63,7 +63,16 @@ def stft(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
     """Complex STFT of ``x`` [B, N] -> [B, 1 + N // hop, n_fft // 2 + 1] (centred frames)."""
     pad = n_fft // 2
     xp = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")
-    frames = xp[:, _frame_index(x.shape[-1], n_fft, hop)] * hann(n_fft)
+    n_frames = 1 + x.shape[-1] // hop
+    if n_fft % hop == 0:
+        # Frames as r = n_fft / hop shifted views of hop-sized blocks: slices and a concat, whose
+        # gradient is cheap (a gather's is a scatter-add, slow to compile and run on CPU).
+        r = n_fft // hop
+        blocks = xp[:, : (n_frames + r - 1) * hop].reshape(x.shape[0], n_frames + r - 1, hop)
+        frames = jnp.concatenate([blocks[:, i : i + n_frames] for i in range(r)], axis=-1)
+    else:
+        frames = xp[:, _frame_index(x.shape[-1], n_fft, hop)]
+    frames = frames * hann(n_fft)
     return jnp.fft.rfft(frames.astype(jnp.float32), axis=-1)
 
 

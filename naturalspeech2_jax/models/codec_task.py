@@ -158,6 +158,16 @@ def _decode_codes(codec: NeuralCodec, codes: jax.Array) -> jax.Array:
 
 
 @nnx.jit
+def _latent_from_codes(codec: NeuralCodec, codes: jax.Array) -> jax.Array:
+    return codec.latent(codes)
+
+
+@nnx.jit
+def _decode_latent(codec: NeuralCodec, z: jax.Array) -> jax.Array:
+    return codec.decode(z)
+
+
+@nnx.jit
 def _latent_of(codec: NeuralCodec, wav: jax.Array) -> jax.Array:
     return codec.latent(codec.encode(wav))
 
@@ -398,4 +408,3 @@ def codebook_entries(config: Any) -> int:
     """Size of the EMA codebooks (not gradient-trained, so not in the parameter counts)."""
     m = config.model
     return int(m.num_quantizers * m.codebook_size * m.latent_dim)
-

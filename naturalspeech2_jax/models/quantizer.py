@@ -34,11 +34,7 @@ class CodebookState(nnx.Variable):
 def nearest_code(r: jax.Array, codebook: jax.Array) -> jax.Array:
     """Index of the nearest codebook row (squared Euclidean) for every row of ``r`` [N, D]."""
     r = r.astype(jnp.float32)
-    d = (
-        jnp.sum(r**2, -1, keepdims=True)
-        - 2.0 * r @ codebook.T
-        + jnp.sum(codebook**2, -1)[None, :]
-    )
+    d = jnp.sum(r**2, -1, keepdims=True) - 2.0 * r @ codebook.T + jnp.sum(codebook**2, -1)[None, :]
     return jnp.argmin(d, axis=-1).astype(jnp.int32)
 
 
@@ -141,7 +137,11 @@ class ResidualVQ(nnx.Module):
         b, t, d = x.shape
         nq, k = self.num_quantizers, self.codebook_size
         flat = x.reshape(b * t, d).astype(jnp.float32)
-        w = jnp.ones((b * t,), jnp.float32) if mask is None else mask.reshape(-1).astype(jnp.float32)
+        w = (
+            jnp.ones((b * t,), jnp.float32)
+            if mask is None
+            else mask.reshape(-1).astype(jnp.float32)
+        )
         n_active = nq if n_active is None else n_active
         rng = jax.random.key(0) if rng is None else rng
         k_init, k_dead = jax.random.split(rng)

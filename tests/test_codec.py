@@ -1,0 +1,268 @@
+"""Codec: frame arithmetic, RVQ properties, GAN training through the generic loop, API and CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import REPO, load_config
+from flax import nnx
+
+from naturalspeech2_jax.data import pipeline
+from naturalspeech2_jax.data.tfds_builder import write_dataset
+from naturalspeech2_jax.models import codec_losses as L
+from naturalspeech2_jax.models import codec_task
+from naturalspeech2_jax.models.codec import NeuralCodec
+from naturalspeech2_jax.models.quantizer import ResidualVQ
+from naturalspeech2_jax.train import loop
+
+TRAIN_STEPS = 12
+
+
+def tone_example(n_frames: int, seed: int) -> dict:
+    """A harmonic tone with vibrato and a loudness envelope: learnable, speech-like structure."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_frames * 200) / 16000
+    f0 = 110 + 60 * rng.random() + 20 * np.sin(2 * np.pi * 3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    x = sum(np.sin(k * phase) / k for k in range(1, 8)) * (0.6 + 0.4 * np.sin(2 * np.pi * t))
+    cuts = np.sort(rng.choice(np.arange(1, n_frames), 3, replace=False))
+    return {
+        "id": f"u{seed}",
+        "text": "a",
+        "speaker": "spk",
+        "speaker_id": 0,
+        "audio": (0.25 * x * 32767).astype(np.int16),
+        "phonemes": rng.integers(1, 40, 4).astype(np.int32),
+        "durations": np.diff(np.concatenate([[0], cuts, [n_frames]])).astype(np.int32),
+        "log_f0": np.log(f0[::200]).astype(np.float32),
+        "voiced": np.ones(n_frames, np.int8),
+    }
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    # Train examples are exactly one crop long and fill one batch: every batch is the same
+    # (shuffled) set of crops, so the loss curve measures fitting a fixed batch.
+    root = tmp_path_factory.mktemp("codec_data")
+    crop = load_config("codec").data.crop_frames
+    return str(
+        write_dataset(
+            root,
+            "codec_unit",
+            {
+                "train": lambda: (tone_example(crop, i) for i in range(8)),
+                "validation": lambda: (tone_example(30 + 5 * i, 100 + i) for i in range(2)),
+            },
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("codec_run")
+    config = load_config(
+        "codec",
+        **{
+            "data.dataset_dir": dataset,
+            "num_devices": 1,
+            "total_steps": TRAIN_STEPS,
+            "log_every": 1,
+            "eval_every": TRAIN_STEPS,
+            "checkpoint_every": TRAIN_STEPS,
+            "async_checkpoints": False,
+        },
+    )
+    loop.train(config, workdir)
+    return workdir
+
+
+def metrics_of(workdir) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ shapes
+def test_frames_are_200_samples_and_round_trip_lengths():
+    codec = NeuralCodec(channels=2, num_quantizers=16, codebook_size=1024, rngs=nnx.Rngs(0))
+    assert codec.hop == 200 and codec.codebooks.shape == (16, 1024, 256)
+    wav = jnp.asarray(np.random.default_rng(0).normal(size=(2, 1600)) * 0.1, jnp.float32)
+    codes = codec.encode(wav)
+    assert codes.shape == (2, 8, 16) and codes.dtype == jnp.int32
+    z = codec.latent(codes)
+    assert z.shape == (2, 8, 256)
+    assert codec.decode(z).shape == (2, 1600)
+    out = codec(wav)
+    assert out["audio"].shape == (2, 1600) and out["codes"].shape == (2, 8, 16)
+    np.testing.assert_array_equal(out["codes"], codes)  # eval forward == encode
+    with pytest.raises(ValueError, match="multiple of the hop"):
+        codec.encode(wav[:, :1599])
+
+
+# ------------------------------------------------------------------------------ RVQ
+def _initialised_vq(x: jax.Array, **kw) -> ResidualVQ:
+    vq = ResidualVQ(kw.pop("nq", 16), kw.pop("k", 64), x.shape[-1], rngs=nnx.Rngs(0), **kw)
+    vq(x, update=True, rng=jax.random.key(1))  # first batch initialises every codebook
+    assert int(vq.initialized[...]) == 1
+    return vq
+
+
+def test_codebook_vector_quantizes_to_itself_with_zero_residual():
+    x = jax.random.normal(jax.random.key(0), (4, 64, 8))
+    vq = _initialised_vq(x, kmeans_iters=2)
+    idx = jnp.array([3, 17, 40, 63])
+    entries = vq.codebook[0][idx][None]  # [1, 4, D]: latents equal to codebook-0 entries
+    zq, codes, aux = vq(entries, n_active=1)
+    np.testing.assert_array_equal(codes[0, :, 0], idx)
+    np.testing.assert_allclose(zq, entries, atol=1e-6)  # residual after quantizer 0 is zero
+    assert float(aux["commit_loss"]) < 1e-10
+    np.testing.assert_allclose(vq.decode_codes(codes[..., :1]), entries, atol=1e-6)
+
+
+def test_dead_code_is_replaced_by_a_batch_residual():
+    x = jax.random.normal(jax.random.key(0), (2, 32, 8))
+    vq = _initialised_vq(x, nq=2, k=16, decay=0.5, dead_code_threshold=0.5)
+    far = jnp.full((8,), 1e3)  # a code no residual is ever near: its usage decays to 0
+    vq.codebook[...] = vq.codebook[...].at[0, 5].set(far)
+    vq.cluster_size[...] = vq.cluster_size[...].at[0, 5].set(0.0)
+    _, _, aux = vq(x, update=True, rng=jax.random.key(2))
+    assert float(aux["dead_codes_replaced"]) >= 1
+    new = np.asarray(vq.codebook[0, 5])
+    rows = np.asarray(x).reshape(-1, 8)
+    assert np.min(np.abs(rows - new).max(-1)) < 1e-5  # now one of the batch's residuals
+    assert float(vq.cluster_size[0, 5]) >= 1.0
+
+
+def test_quantizer_dropout_prefixes_decode_and_error_falls_with_k():
+    x = jax.random.normal(jax.random.key(0), (8, 128, 8))
+    vq = _initialised_vq(x, kmeans_iters=5)
+    codes = vq.encode(x)
+    errors = []
+    for k in range(1, 17):
+        z = vq.decode_codes(codes[..., :k])
+        assert z.shape == x.shape
+        errors.append(float(jnp.mean((x - z) ** 2)))
+        zq, _, aux = vq(x, n_active=k)  # the training path with k active quantizers
+        np.testing.assert_allclose(zq, z, atol=1e-4)
+    assert np.all(np.isfinite(errors))
+    assert errors[15] < errors[7] < errors[3] < errors[0] < float(jnp.mean(x**2))
+    assert sum(b < a for a, b in zip(errors, errors[1:], strict=False)) >= 13
+
+
+def test_codec_quantizer_dropout_samples_1_to_16():
+    codec = NeuralCodec(channels=2, rngs=nnx.Rngs(0))
+    ns = {int(codec.sample_n_quantizers(jax.random.key(i))) for i in range(200)}
+    assert ns == set(range(1, 17))
+
+
+# ------------------------------------------------------------------------------ losses/metrics
+def test_stft_and_mel_match_librosa():
+    librosa = pytest.importorskip("librosa")
+    x = np.random.default_rng(0).normal(size=(1, 3200)).astype(np.float32)
+    ours = np.asarray(L.stft(jnp.asarray(x), 256, 64))[0]
+    ref = librosa.stft(x[0], n_fft=256, hop_length=64, window="hann", pad_mode="reflect").T
+    np.testing.assert_allclose(ours, ref, atol=1e-3)
+    fb = librosa.filters.mel(sr=16000, n_fft=512, n_mels=40, htk=True).T
+    np.testing.assert_allclose(L.mel_filterbank(512, 40), fb, atol=1e-6)
+
+
+def test_numpy_metrics():
+    x = tone_example(20, 0)["audio"] / 32768.0
+    noise = np.random.default_rng(0).normal(size=x.shape) * 0.05
+    assert codec_task.mel_distance(x, x) == 0.0
+    assert codec_task.si_sdr(x, 0.5 * x) > 80  # scale-invariant
+    assert 0 < codec_task.si_sdr(x, x + noise) < 30
+    assert codec_task.mel_distance(x, x + noise) > codec_task.mel_distance(x, x + 0.1 * noise)
+
+
+def test_paper_preset_has_about_27m_generator_parameters():
+    counts = loop.param_counts(load_config("codec", "paper"))
+    generator = counts["encoder"] + counts["decoder"]
+    assert abs(generator - 27e6) / 27e6 < 0.1
+    assert counts["total"] == generator + counts["discriminators"]
+
+
+def test_empty_dataset_dir_fails_clearly():
+    with pytest.raises(ValueError, match="dataset_dir is empty"):
+        codec_task.resolve_dataset_dir(load_config("codec"))
+
+
+# ------------------------------------------------------------------------------ training
+def test_gan_training_reduces_reconstruction_loss(trained):
+    rows = [m for m in metrics_of(trained) if "generator/mel_loss" in m]
+    mel = [m["generator/mel_loss"] for m in rows]
+    assert len(mel) == TRAIN_STEPS
+    assert np.mean(mel[-3:]) < 0.85 * np.mean(mel[:3]), mel
+    last = rows[-1]
+    assert last["discriminator/loss"] > 0 and last["generator/adv_loss"] > 0  # GAN active
+    assert 1 <= last["generator/vq/n_quantizers"] <= 16
+    assert last["generator/vq/perplexity"] > 1
+
+
+def test_evaluation_writes_samples_metrics_and_latent_stats(trained):
+    evals = [m for m in metrics_of(trained) if "eval/mel_distance_q16" in m]
+    assert evals and all(np.isfinite(v) for v in evals[-1].values())
+    assert {"eval/si_sdr_q4", "eval/si_sdr_q8", "eval/si_sdr_q16"} <= set(evals[-1])
+    step_dir = trained / "samples" / f"step_{TRAIN_STEPS}"
+    assert (step_dir / "ex0_mel.png").stat().st_size > 0
+    wav, sr = sf.read(step_dir / "ex0_q16.wav")
+    assert sr == 16000 and len(wav) in (30 * 200, 35 * 200)  # TFDS stores records shuffled
+    stats = np.load(trained / "latent_stats.npz")
+    assert stats["mean"].shape == (256,) and np.all(stats["std"] > 0)
+
+
+# ------------------------------------------------------------------------------ API and CLI
+def _cli():
+    spec = importlib.util.spec_from_file_location("codec_cli", REPO / "launch" / "codec.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_round_trip(trained, tmp_path):
+    cli = _cli()
+    n_in = int(22050 * 1.234)  # an odd rate and length: not whole frames
+    t = np.arange(n_in) / 22050
+    sf.write(tmp_path / "in.wav", 0.3 * np.sin(2 * np.pi * 220 * t), 22050)
+    ck = str(trained)
+    assert (
+        cli.main(["encode", "--checkpoint", ck, str(tmp_path / "in.wav"), str(tmp_path / "c.npy")])
+        == 0
+    )
+    codes = np.load(tmp_path / "c.npy")
+    n16 = round(n_in * 16000 / 22050)
+    assert codes.shape == (-(-n16 // 200), 16) and codes.dtype == np.int16
+    cli.main(["decode", "--checkpoint", ck, str(tmp_path / "c.npy"), str(tmp_path / "d.wav")])
+    wav, sr = sf.read(tmp_path / "d.wav")
+    assert sr == 16000 and len(wav) == codes.shape[0] * 200
+    cli.main(["resynth", "--checkpoint", ck, str(tmp_path / "in.wav"), str(tmp_path / "r.wav")])
+    wav, sr = sf.read(tmp_path / "r.wav")
+    assert sr == 16000 and abs(len(wav) - n16) <= 1
+    assert cli.main(["decode", "--checkpoint", ck, "missing.npy", "x.wav"]) == 2
+
+
+def test_encode_dataset_adds_codes_that_match_the_api(trained, dataset, tmp_path):
+    from naturalspeech2_jax.codec_api import Codec, encode_dataset
+
+    out = encode_dataset(trained, dataset, tmp_path / "coded", bucket_frames=10)
+    codec = Codec.from_checkpoint(trained)
+    assert codec.latent_stats is not None
+    src, coded = pipeline.open_split(dataset, "validation"), pipeline.open_split(out, "validation")
+    assert len(coded) == len(src)
+    by_id = {coded[i]["id"]: coded[i] for i in range(len(coded))}
+    for i in range(len(src)):
+        ex = src[i]
+        new = by_id[ex["id"]]
+        n = pipeline.check_example(new)
+        assert new["codes"].shape == (n, 16) and new["codes"].dtype == np.int16
+        np.testing.assert_array_equal(new["durations"], ex["durations"])
+        direct = codec.encode(np.pad(ex["audio"] / 32768.0, (0, (-n) % 10 * 200)))[:n]
+        np.testing.assert_array_equal(new["codes"], direct)
+    stats = np.load(out / "latent_stats.npz")
+    assert stats["mean"].shape == (256,)
+    z = codec.latent(by_id[src[0]["id"]]["codes"])
+    assert z.shape == (pipeline.check_example(src[0]), 256)
