@@ -29,12 +29,12 @@ def _kernel_params(
     """(v, g): the raw kernel and, when weight-normed, the per-output-channel gain g = ||v||."""
     init = nnx.initializers.variance_scaling(1.0, "fan_in", "uniform")
     v = init(rngs.params(), shape, jnp.float32)
-    kernel = nnx.Param(v, sharding_names=axes)
+    kernel = nnx.Param(v, out_sharding=axes)
     if not weight_norm:
         return kernel, None
     # Start with g = ||v|| so the effective kernel equals v at initialisation.
     norm = jnp.sqrt(jnp.sum(v**2, axis=tuple(range(len(shape) - 1))) + 1e-12)
-    return kernel, nnx.Param(norm, sharding_names=(axes[-1],))
+    return kernel, nnx.Param(norm, out_sharding=(axes[-1],))
 
 
 def _effective_kernel(v: jax.Array, g: jax.Array | None) -> jax.Array:
@@ -73,7 +73,7 @@ class Conv1d(nnx.Module):
         self.padding = tuple(padding)
         shape = (kernel_size, in_channels // groups, out_channels)
         self.kernel, self.gain = _kernel_params(shape, KERNEL_AXES_1D, weight_norm, rngs)
-        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), sharding_names=("channels",))
+        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), out_sharding=("channels",))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         g = self.gain[...] if self.gain is not None else None
@@ -112,7 +112,7 @@ class ConvTranspose1d(nnx.Module):
         self.padding = (total - total // 2, total // 2)
         shape = (self.kernel_size, in_channels, out_channels)
         self.kernel, self.gain = _kernel_params(shape, KERNEL_AXES_1D, weight_norm, rngs)
-        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), sharding_names=("channels",))
+        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), out_sharding=("channels",))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         g = self.gain[...] if self.gain is not None else None
@@ -150,7 +150,7 @@ class Conv2d(nnx.Module):
         self.padding = tuple(pads)
         shape = (*kernel_size, in_channels, out_channels)
         self.kernel, self.gain = _kernel_params(shape, KERNEL_AXES_2D, weight_norm, rngs)
-        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), sharding_names=("channels",))
+        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), out_sharding=("channels",))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         g = self.gain[...] if self.gain is not None else None

@@ -96,10 +96,10 @@ class ResidualVQ(nnx.Module):
         # Random until the first training batch replaces it (so an untrained codec still runs).
         cb = jax.random.normal(rngs.params(), shape, jnp.float32)
         axes = (None, "codebook", None)
-        self.codebook = CodebookState(cb, sharding_names=axes)
-        self.embed_sum = CodebookState(cb, sharding_names=axes)
+        self.codebook = CodebookState(cb, out_sharding=axes)
+        self.embed_sum = CodebookState(cb, out_sharding=axes)
         self.cluster_size = CodebookState(
-            jnp.ones(shape[:2], jnp.float32), sharding_names=(None, "codebook")
+            jnp.ones(shape[:2], jnp.float32), out_sharding=(None, "codebook")
         )
         self.initialized = CodebookState(jnp.zeros((), jnp.int32))
 
