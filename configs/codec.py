@@ -30,7 +30,7 @@ PRESETS = {
     "smoke": dict(ch=4, msd=(4, 8, 16), stft=4, crop=8, batch=8, steps=20),
     "tiny": dict(ch=16, msd=(8, 32, 64), stft=8, crop=32, batch=8, steps=3000),
     "base": dict(ch=32, msd=(16, 64, 256, 512), stft=32, crop=80, batch=16, steps=200_000),
-    "paper": dict(ch=56, msd=(16, 64, 256, 1024), stft=32, crop=80, batch=1600, steps=440_000),
+    "paper": dict(ch=58, msd=(16, 64, 256, 1024), stft=32, crop=80, batch=1600, steps=440_000),
 }
 
 
@@ -109,9 +109,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict(
         dict(
-            dataset_dir="",  # DIR/<name>/<version> of a prepared dataset (launch/prepare_data.py)
-            train_split="train",
-            eval_split="validation",  # falls back to the first training utterances if absent
+            # DIR/<name>/<version> of a prepared dataset (launch/prepare_data.py); empty = the
+            # embedded synthetic corpus, generated and prepared on first use (no data argument).
+            dataset_dir="",
+            embedded_size="smoke" if preset == "smoke" else "default",
+            train_splits="train",  # comma-separated; the shared data: "train,cathy"
+            eval_split="heldout",  # held-out speakers; the shared data: "dev"
             crop_frames=p["crop"],
             num_threads=2,
         )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -48,19 +51,22 @@ def tone_example(n_frames: int, seed: int) -> dict:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     # Train examples are exactly one crop long and fill one batch: every batch is the same
-    # (shuffled) set of crops, so the loss curve measures fitting a fixed batch.
+    # (shuffled) set of crops, so the loss curve measures fitting a fixed batch. Two training
+    # splits (like the shared data's train + cathy) and held-out speakers.
     root = tmp_path_factory.mktemp("codec_data")
     crop = load_config("codec").data.crop_frames
-    return str(
-        write_dataset(
-            root,
-            "codec_unit",
-            {
-                "train": lambda: (tone_example(crop, i) for i in range(8)),
-                "validation": lambda: (tone_example(30 + 5 * i, 100 + i) for i in range(2)),
-            },
-        )
+    out = write_dataset(
+        root,
+        "codec_unit",
+        {
+            "train": lambda: (tone_example(crop, i) for i in range(5)),
+            "cathy": lambda: (tone_example(crop, i) for i in range(5, 8)),
+            "heldout": lambda: (tone_example(30 + 5 * i, 100 + i) for i in range(2)),
+        },
     )
+    (out / "vocab.json").write_text('{"version": "unit"}')
+    (out / "speakers.json").write_text('["spk"]')
+    return str(out)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +76,7 @@ def trained(dataset, tmp_path_factory):
         "codec",
         **{
             "data.dataset_dir": dataset,
+            "data.train_splits": "train,cathy",
             "num_devices": 1,
             "total_steps": TRAIN_STEPS,
             "log_every": 1,
@@ -170,13 +177,15 @@ def test_stft_and_mel_match_librosa():
     np.testing.assert_allclose(L.mel_filterbank(512, 40), fb, atol=1e-6)
 
 
-def test_numpy_metrics():
-    x = tone_example(20, 0)["audio"] / 32768.0
+def test_quality_metrics_come_from_the_evaluation_package():
+    pytest.importorskip("pesq")
+    x = tone_example(80, 0)["audio"] / 32768.0
     noise = np.random.default_rng(0).normal(size=x.shape) * 0.05
-    assert codec_task.mel_distance(x, x) == 0.0
-    assert codec_task.si_sdr(x, 0.5 * x) > 80  # scale-invariant
-    assert 0 < codec_task.si_sdr(x, x + noise) < 30
-    assert codec_task.mel_distance(x, x + noise) > codec_task.mel_distance(x, x + 0.1 * noise)
+    same, noisy = codec_task.quality_metrics(x, x), codec_task.quality_metrics(x, x + noise)
+    assert set(same) == set(codec_task.METRICS)
+    assert same["mel_distance"] == 0.0 and same["si_sdr"] > 80 and same["stoi"] > 0.99
+    assert noisy["pesq"] < same["pesq"] and 0 < noisy["si_sdr"] < 30
+    assert codec_task.bitrate_kbps(8) == pytest.approx(6.4)
 
 
 def test_paper_preset_has_about_27m_generator_parameters():
@@ -186,9 +195,15 @@ def test_paper_preset_has_about_27m_generator_parameters():
     assert counts["total"] == generator + counts["discriminators"]
 
 
-def test_empty_dataset_dir_fails_clearly():
-    with pytest.raises(ValueError, match="dataset_dir is empty"):
-        codec_task.resolve_dataset_dir(load_config("codec"))
+def test_data_settings_and_clear_errors(dataset):
+    config = load_config("codec")
+    assert config.data.embedded_size == "smoke" and config.data.eval_split == "heldout"
+    assert load_config("codec", "tiny").data.embedded_size == "default"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        codec_task.resolve_dataset_dir(load_config("codec", **{"data.dataset_dir": "/nope/1.0.0"}))
+    assert len(codec_task.open_splits(dataset, "train, cathy")) == 8
+    with pytest.raises(ValueError, match="train_splits"):
+        codec_task.open_splits(dataset, "train,nosuch")
 
 
 # ------------------------------------------------------------------------------ training
@@ -205,12 +220,18 @@ def test_gan_training_reduces_reconstruction_loss(trained):
 
 def test_evaluation_writes_samples_metrics_and_latent_stats(trained):
     evals = [m for m in metrics_of(trained) if "eval/mel_distance_q16" in m]
-    assert evals and all(np.isfinite(v) for v in evals[-1].values())
-    assert {"eval/si_sdr_q4", "eval/si_sdr_q8", "eval/si_sdr_q16"} <= set(evals[-1])
+    assert evals
+    last = evals[-1]
+    for k in (4, 8, 16):
+        for name in ("pesq", "stoi", "mel_distance", "si_sdr"):
+            assert f"eval/{name}_q{k}" in last
+        assert np.isfinite(last[f"eval/mel_distance_q{k}"])
+        assert np.isfinite(last[f"eval/si_sdr_q{k}"])
     step_dir = trained / "samples" / f"step_{TRAIN_STEPS}"
     assert (step_dir / "ex0_mel.png").stat().st_size > 0
     wav, sr = sf.read(step_dir / "ex0_q16.wav")
-    assert sr == 16000 and len(wav) in (30 * 200, 35 * 200)  # TFDS stores records shuffled
+    assert sr == 16000 and len(wav) in (30 * 200, 35 * 200)  # held-out utterances
+    # finalize() stored the latent statistics beside the checkpoint.
     stats = np.load(trained / "latent_stats.npz")
     assert stats["mean"].shape == (256,) and np.all(stats["std"] > 0)
 
@@ -223,46 +244,87 @@ def _cli():
     return module
 
 
-def test_cli_round_trip(trained, tmp_path):
+def test_cli_round_trip_and_errors(trained, tmp_path, capsys):
     cli = _cli()
     n_in = int(22050 * 1.234)  # an odd rate and length: not whole frames
     t = np.arange(n_in) / 22050
     sf.write(tmp_path / "in.wav", 0.3 * np.sin(2 * np.pi * 220 * t), 22050)
-    ck = str(trained)
-    assert (
-        cli.main(["encode", "--checkpoint", ck, str(tmp_path / "in.wav"), str(tmp_path / "c.npy")])
-        == 0
-    )
+    ck, p = str(trained), lambda name: str(tmp_path / name)
+    assert cli.main(["encode", "--checkpoint", ck, p("in.wav"), p("c.npy")]) == 0
     codes = np.load(tmp_path / "c.npy")
     n16 = round(n_in * 16000 / 22050)
-    assert codes.shape == (-(-n16 // 200), 16) and codes.dtype == np.int16
-    cli.main(["decode", "--checkpoint", ck, str(tmp_path / "c.npy"), str(tmp_path / "d.wav")])
+    assert codes.shape == (-(-n16 // 200), 16) and codes.dtype == np.int32
+    assert cli.main(["decode", "--checkpoint", ck, p("c.npy"), p("d.wav")]) == 0
     wav, sr = sf.read(tmp_path / "d.wav")
     assert sr == 16000 and len(wav) == codes.shape[0] * 200
-    cli.main(["resynth", "--checkpoint", ck, str(tmp_path / "in.wav"), str(tmp_path / "r.wav")])
+    assert cli.main(["resynth", "--checkpoint", ck, p("in.wav"), p("r.wav")]) == 0
     wav, sr = sf.read(tmp_path / "r.wav")
     assert sr == 16000 and abs(len(wav) - n16) <= 1
-    assert cli.main(["decode", "--checkpoint", ck, "missing.npy", "x.wav"]) == 2
+    # The Python functions give the same result as the CLI.
+    from naturalspeech2_jax.codec_api import Codec, load_audio
+
+    codec = Codec.from_checkpoint(trained)
+    np.testing.assert_array_equal(codec.encode(load_audio(tmp_path / "in.wav")), codes)
+    capsys.readouterr()
+    (tmp_path / "bad.wav").write_text("not audio")
+    failures = {
+        "missing.npy": ["decode", "--checkpoint", ck, p("missing.npy"), p("x.wav")],
+        "bad.wav": ["resynth", "--checkpoint", ck, p("bad.wav"), p("x.wav")],
+        "nocodec": ["encode", "--checkpoint", p("nocodec"), p("in.wav"), p("x.npy")],
+        str(tmp_path): ["encode", "--checkpoint", str(tmp_path), p("in.wav"), p("x.npy")],
+    }
+    for name, argv in failures.items():
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and name in err and len(err.splitlines()) == 1, err
 
 
 def test_encode_dataset_adds_codes_that_match_the_api(trained, dataset, tmp_path):
-    from naturalspeech2_jax.codec_api import Codec, encode_dataset
+    from naturalspeech2_jax.codec_api import CODEC_FILE, Codec, load_latent_stats
 
-    out = encode_dataset(trained, dataset, tmp_path / "coded", bucket_frames=10)
+    cli = _cli()
+    out = tmp_path / "coded" / "1.0.0"
+    assert cli.main(["encode-dataset", "--checkpoint", str(trained), dataset, str(out)]) == 0
     codec = Codec.from_checkpoint(trained)
-    assert codec.latent_stats is not None
-    src, coded = pipeline.open_split(dataset, "validation"), pipeline.open_split(out, "validation")
-    assert len(coded) == len(src)
-    by_id = {coded[i]["id"]: coded[i] for i in range(len(coded))}
-    for i in range(len(src)):
-        ex = src[i]
-        new = by_id[ex["id"]]
-        n = pipeline.check_example(new)
-        assert new["codes"].shape == (n, 16) and new["codes"].dtype == np.int16
-        np.testing.assert_array_equal(new["durations"], ex["durations"])
-        direct = codec.encode(np.pad(ex["audio"] / 32768.0, (0, (-n) % 10 * 200)))[:n]
-        np.testing.assert_array_equal(new["codes"], direct)
-    stats = np.load(out / "latent_stats.npz")
-    assert stats["mean"].shape == (256,)
-    z = codec.latent(by_id[src[0]["id"]]["codes"])
-    assert z.shape == (pipeline.check_example(src[0]), 256)
+    assert codec.latent_stats is not None and codec.codebooks.shape == (16, 1024, 256)
+    info = json.loads((out / CODEC_FILE).read_text())
+    assert info["codec_checkpoint"] == str(trained.resolve()) and info["codec_step"] == TRAIN_STEPS
+    assert (out / "vocab.json").read_text() == '{"version": "unit"}'
+    for split in ("train", "cathy", "heldout"):
+        src, coded = pipeline.open_split(dataset, split), pipeline.open_split(out, split)
+        assert len(coded) == len(src) and info["splits"][split] == len(src)
+        np.testing.assert_array_equal(
+            pipeline.frame_lengths(out, split), pipeline.frame_lengths(dataset, split)
+        )
+        by_id = {coded[i]["id"]: coded[i] for i in range(len(coded))}
+        for i in range(len(src)):
+            ex = src[i]
+            new = by_id[ex["id"]]
+            n = pipeline.check_example(new)
+            assert new["codes"].shape == (n, 16) and new["codes"].dtype == np.int32
+            for key in ex:
+                np.testing.assert_array_equal(new[key], ex[key])
+            np.testing.assert_array_equal(new["codes"], codec.encode(ex["audio"] / 32768.0))
+    stats = load_latent_stats(out)
+    assert stats["mean"].shape == (256,) and stats["frames"] == 8 * 8  # train + cathy frames
+    z = codec.latent(new["codes"])
+    assert z.shape == (n, 256) and codec.decode(z).shape == (n * 200,)
+    assert cli.main(["encode-dataset", "--checkpoint", str(trained), dataset, str(out)]) == 2
+
+
+def test_smoke_training_with_no_data_argument(tmp_path):
+    """The documented command on a fresh clone: the embedded corpus is built on first use."""
+    workdir = tmp_path / "run"
+    argv = [
+        sys.executable,
+        str(REPO / "launch" / "train.py"),
+        f"--config={REPO / 'configs' / 'codec.py'}:smoke",
+        f"--workdir={workdir}",
+        "--config.total_steps=2",
+        "--config.eval_every=2",
+        "--config.num_devices=1",
+    ]
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    subprocess.run(argv, check=True, capture_output=True, env=env, cwd=tmp_path)
+    evals = [m for m in metrics_of(workdir) if "eval/pesq_q16" in m]
+    assert evals and (workdir / "latent_stats.npz").exists()

@@ -408,7 +408,10 @@ def test_checkpoint_loader_absence_is_one_clear_error():
 
     if importlib.util.find_spec("naturalspeech2_jax.inference") is not None:
         pytest.skip("the project now has an inference module")
-    with pytest.raises(tts_eval.CheckpointLoaderUnavailable, match="codec checkpoint loader"):
+    with pytest.raises(tts_eval.CheckpointLoaderUnavailable, match="synthesizer checkpoint"):
+        tts_eval.load_from_checkpoint("synthesizer", "/nonexistent")
+    # The codec loader exists (codec_api.load_codec): a bad directory is one clear error.
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         tts_eval.load_from_checkpoint("codec", "/nonexistent")
 
 
@@ -493,5 +496,4 @@ def test_cli_codec_opus_rows_and_missing_loader(tmp_path):
 
     if opus.opus_available("soundfile"):
         assert [r["system"] for r in rows] == ["opus"] and rows[0]["n_files"] == 2
-    if importlib.util.find_spec("naturalspeech2_jax.inference") is None:
-        assert cli.main(argv + ["--checkpoint", str(tmp_path)]) == 2
+    assert cli.main(argv + ["--checkpoint", str(tmp_path)]) == 2  # not a codec run

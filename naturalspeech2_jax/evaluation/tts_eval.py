@@ -59,7 +59,7 @@ class CheckpointLoaderUnavailable(RuntimeError):
 # Where checkpoint loaders are expected: module, function(checkpoint_dir) -> callable.
 LOADERS = {
     "synthesizer": ("naturalspeech2_jax.inference", "load_synthesizer"),
-    "codec": ("naturalspeech2_jax.inference", "load_codec"),
+    "codec": ("naturalspeech2_jax.codec_api", "load_codec"),
 }
 
 

@@ -80,69 +80,77 @@ GEN_FILTER = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("discriminators")))
 
 # ------------------------------------------------------------------------------ data
 def resolve_dataset_dir(config: Any) -> str:
-    """The prepared dataset (TFDS version dir) the codec trains on.
+    """The prepared dataset (TFDS version dir): ``config.data.dataset_dir`` or the embedded one."""
+    from naturalspeech2_jax.data import embedded
 
-    Single place where the dataset location is decided, so the embedded synthetic corpus can be
-    substituted when ``config.data.dataset_dir`` is empty.
-    """
-    path = str(config.data.get("dataset_dir", "") or "")
-    if not path:
-        raise ValueError(
-            "config.data.dataset_dir is empty: prepare a dataset with launch/prepare_data.py and "
-            "pass --config.data.dataset_dir=DIR/<name>/<version>."
-        )
-    return path
+    return embedded.resolve_dataset_dir(config)
 
 
-def _open(dataset_dir: str, split: str, fallback: str = "train"):
+def split_names(splits: str | Iterable[str]) -> list[str]:
+    """``"train,cathy"`` -> ``["train", "cathy"]`` (a sequence passes through)."""
+    names = splits.split(",") if isinstance(splits, str) else list(splits)
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError("no split named; set config.data.train_splits, e.g. 'train,cathy'.")
+    return names
+
+
+def open_splits(dataset_dir: str, splits: str | Iterable[str]):
+    """One random-access source over the concatenation of ``splits`` of a prepared dataset."""
+    import grain
+
+    from naturalspeech2_jax.data import pipeline
+
+    sources = []
+    for name in split_names(splits):
+        try:
+            sources.append(pipeline.open_split(dataset_dir, name))
+        except (KeyError, ValueError) as e:
+            raise ValueError(
+                f"split {name!r} is not in {dataset_dir} ({e}); fix config.data.train_splits."
+            ) from None
+    if len(sources) == 1:
+        return sources[0]
+    return grain.MapDataset.concatenate([grain.MapDataset.source(s) for s in sources])
+
+
+def _open_eval(dataset_dir: str, split: str, fallback: str):
     from naturalspeech2_jax.data import pipeline
 
     try:
         return pipeline.open_split(dataset_dir, split)
-    except (KeyError, ValueError) as e:  # no such split: evaluate on the first training items
-        log.warning("split %r not in %s (%s); using %r", split, dataset_dir, e, fallback)
+    except (KeyError, ValueError) as e:  # no such split: evaluate on training utterances
+        log.warning("eval split %r not in %s (%s); using %r", split, dataset_dir, e, fallback)
         return pipeline.open_split(dataset_dir, fallback)
 
 
-# ------------------------------------------------------------------------------ numpy metrics
-def _np_log_mel(x: np.ndarray, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> np.ndarray:
-    pad = n_fft // 2
-    xp = np.pad(np.asarray(x, np.float64), (pad, pad), mode="reflect")
-    n_frames = 1 + len(x) // hop
-    idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None]
-    spec = np.abs(np.fft.rfft(xp[idx] * L.hann(n_fft), axis=-1))
-    return np.log(np.maximum(spec @ L.mel_filterbank(n_fft, n_mels), 1e-5))
+def _spread(n_total: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(n_total)`` (every speaker of a split, roughly)."""
+    n = min(n, n_total)
+    return [int(i * n_total / n) for i in range(n)]
 
 
-def mel_distance(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Mean L1 distance between natural-log 80-band mel spectrograms (1024-point FFT, hop 256)."""
-    n = min(len(reference), len(estimate))
-    return float(np.mean(np.abs(_np_log_mel(reference[:n]) - _np_log_mel(estimate[:n]))))
+# ------------------------------------------------------------------------------ metrics
+METRICS = ("pesq", "stoi", "mel_distance", "si_sdr")
 
 
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019), zero-mean signals."""
-    n = min(len(reference), len(estimate))
-    r = np.asarray(reference[:n], np.float64) - np.mean(reference[:n])
-    e = np.asarray(estimate[:n], np.float64) - np.mean(estimate[:n])
-    target = (np.dot(e, r) / (np.dot(r, r) + 1e-12)) * r
-    noise = e - target
-    return float(10 * np.log10((np.dot(target, target) + 1e-12) / (np.dot(noise, noise) + 1e-12)))
+def quality_metrics(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
+    """PESQ-WB, STOI, mel distance and SI-SDR (``evaluation.codec_metrics``); NaN on failure."""
+    from naturalspeech2_jax.evaluation import codec_metrics as cm
 
-
-def _external_metrics() -> dict[str, Any]:
-    """PESQ / STOI from the evaluation package when it is present (it needs extra wheels)."""
-    try:
-        from naturalspeech2_jax.evaluation import codec_metrics
-    except ImportError:
-        return {}
+    fns = {
+        "pesq": lambda: cm.pesq_wb(reference, estimate, SAMPLE_RATE),
+        "stoi": lambda: cm.stoi(reference, estimate, SAMPLE_RATE),
+        "mel_distance": lambda: cm.mel_distance(reference, estimate, SAMPLE_RATE),
+        "si_sdr": lambda: cm.si_sdr(reference, estimate),
+    }
     out = {}
-    for key, names in (("pesq", ("pesq_wb", "pesq")), ("stoi", ("stoi",))):
-        for name in names:
-            fn = getattr(codec_metrics, name, None)
-            if callable(fn):
-                out[key] = fn
-                break
+    for name, fn in fns.items():
+        try:
+            out[name] = float(fn())
+        except Exception as err:  # a metric's failure must not stop training
+            log.warning("codec metric %s failed: %s", name, err)
+            out[name] = float("nan")
     return out
 
 
@@ -219,17 +227,20 @@ def _write_wav(path: epath.Path, wav: np.ndarray) -> None:
 
 
 def _plot_mels(path: epath.Path, panels: dict[str, np.ndarray]) -> None:
+    """One log-mel spectrogram panel per waveform, stacked, written as a PNG."""
     import matplotlib
+
+    from naturalspeech2_jax.evaluation import codec_metrics
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 * len(panels)), squeeze=False)
     for ax, (title, wav) in zip(axes[:, 0], panels.items(), strict=True):
-        ax.imshow(_np_log_mel(wav).T, origin="lower", aspect="auto", cmap="magma")
+        ax.imshow(codec_metrics.log_mel(wav), origin="lower", aspect="auto", cmap="magma")
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("mel")
-    axes[-1, 0].set_xlabel("frame (16 ms)")
+    axes[-1, 0].set_xlabel("frame (12.5 ms)")
     fig.tight_layout()
     fig.savefig(str(path), dpi=80)
     plt.close(fig)
@@ -311,13 +322,20 @@ class CodecTask:
         ]
 
     # -------------------------------------------------------------- data
+    @functools.cached_property
+    def dataset_dir(self) -> str:
+        return resolve_dataset_dir(self.config)
+
+    def train_splits(self) -> list[str]:
+        d = self.config.data
+        return split_names(d.get("train_splits") or d.get("train_split") or "train")
+
     def train_iterator(self, *, seed, local_batch_size, process_index, process_count):
         from naturalspeech2_jax.data import pipeline
 
         d = self.config.data
-        source = pipeline.open_split(resolve_dataset_dir(self.config), d.train_split)
         return pipeline.crop_iterator(
-            source,
+            open_splits(self.dataset_dir, self.train_splits()),
             crop_frames=int(d.crop_frames),
             seed=seed,
             local_batch_size=local_batch_size,
@@ -328,25 +346,28 @@ class CodecTask:
 
     # -------------------------------------------------------------- evaluation
     @functools.cached_property
-    def _eval_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """(audio [n, max_frames*200] float, frames [n]) of the first held-out utterances."""
+    def _eval_batch(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(audio [n, max_frames*200] float, frames [n], ids) of held-out utterances."""
         e = self.config.eval
-        source = _open(resolve_dataset_dir(self.config), self.config.data.eval_split)
-        n = min(int(e.num_examples), len(source))
+        source = _open_eval(
+            self.dataset_dir, str(self.config.data.eval_split), self.train_splits()[0]
+        )
         max_len = int(e.max_frames) * HOP_LENGTH
-        wavs, frames = [], []
-        for i in range(n):
-            a = np.asarray(source[i]["audio"], np.float32)[:max_len] / 32768.0
+        wavs, frames, ids = [], [], []
+        for i in _spread(len(source), int(e.num_examples)):
+            ex = source[i]
+            a = np.asarray(ex["audio"], np.float32)[:max_len] / 32768.0
             frames.append(len(a) // HOP_LENGTH)
             wavs.append(np.pad(a, (0, max_len - len(a))))
-        return np.stack(wavs), np.asarray(frames)
+            ids.append(_text(ex.get("id", str(i))))
+        return np.stack(wavs), np.asarray(frames), ids
 
     def evaluate(self, model: CodecGAN, step: int, workdir: str) -> dict[str, float]:
+        """Samples, mel PNGs and PESQ/STOI/mel distance/SI-SDR at ``eval.quantizers`` bitrates."""
         e = self.config.eval
         codec = model.codec
-        audio, frames = self._eval_batch
+        audio, frames, ids = self._eval_batch
         codes = _encode(codec, jnp.asarray(audio))
-        ext = _external_metrics()
         out_dir = epath.Path(workdir) / "samples" / f"step_{step}"
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics: dict[str, float] = {}
@@ -354,26 +375,20 @@ class CodecTask:
         for k in e.quantizers:
             k = min(int(k), codec.num_quantizers)
             decoded[k] = np.asarray(_decode_codes(codec, codes[..., :k]))
-            vals: dict[str, list[float]] = {"mel_distance": [], "si_sdr": []}
-            for i, n in enumerate(frames):
-                ref, est = audio[i, : n * HOP_LENGTH], decoded[k][i, : n * HOP_LENGTH]
-                vals["mel_distance"].append(mel_distance(ref, est))
-                vals["si_sdr"].append(si_sdr(ref, est))
-                for name, fn in ext.items():
-                    try:
-                        vals.setdefault(name, []).append(float(fn(ref, est, SAMPLE_RATE)))
-                    except Exception as err:  # a metric's failure must not stop training
-                        log.warning("codec metric %s failed: %s", name, err)
-            for name, v in vals.items():
-                if v:
-                    metrics[f"{name}_q{k}"] = float(np.mean(v))
+            rows = [
+                quality_metrics(audio[i, : n * HOP_LENGTH], decoded[k][i, : n * HOP_LENGTH])
+                for i, n in enumerate(frames)
+            ]
+            for name in METRICS:
+                vals = [r[name] for r in rows if np.isfinite(r[name])]
+                metrics[f"{name}_q{k}"] = float(np.mean(vals)) if vals else float("nan")
         for i in range(min(int(e.num_samples), len(frames))):
             n = frames[i] * HOP_LENGTH
             _write_wav(out_dir / f"ex{i}_ref.wav", audio[i, :n])
-            panels = {"reference": audio[i, :n]}
+            panels = {f"reference ({ids[i]})": audio[i, :n]}
             for k, dec in decoded.items():
                 _write_wav(out_dir / f"ex{i}_q{k}.wav", dec[i, :n])
-                panels[f"{k} quantizers ({k * 0.8:.1f} kbps)"] = dec[i, :n]
+                panels[f"{k} quantizers ({bitrate_kbps(k):.1f} kbps)"] = dec[i, :n]
             _plot_mels(out_dir / f"ex{i}_mel.png", panels)
         if int(e.stats_examples) > 0:
             self.write_latent_stats(codec, workdir)
@@ -381,15 +396,15 @@ class CodecTask:
 
     def write_latent_stats(self, codec: NeuralCodec, workdir: str) -> epath.Path:
         """Latent statistics over up to ``eval.stats_examples`` training utterances."""
-        d = self.config.data
-        source = _open(resolve_dataset_dir(self.config), d.train_split)
-        n = min(int(self.config.eval.stats_examples), len(source))
-        wavs = (np.asarray(source[i]["audio"], np.float32) / 32768.0 for i in range(n))
+        source = open_splits(self.dataset_dir, self.train_splits())
+        idx = _spread(len(source), int(self.config.eval.stats_examples))
+        wavs = (np.asarray(source[i]["audio"], np.float32) / 32768.0 for i in idx)
         return save_latent_stats(latent_statistics(codec, wavs), workdir)
 
     def finalize(self, model: CodecGAN, workdir: str) -> None:
-        """After training: refresh the latent statistics saved beside the checkpoint."""
-        self.write_latent_stats(model.codec, workdir)
+        """After training: the latent statistics saved beside the checkpoint (latent_stats.npz)."""
+        path = self.write_latent_stats(model.codec, workdir)
+        log.info("latent statistics written to %s", path)
 
     def param_count_groups(self, model: CodecGAN) -> dict[str, int]:
         def count(mod):
@@ -402,6 +417,15 @@ class CodecTask:
             "discriminators": count(model.discriminators),
         }
         return {k: v for k, v in counts.items() if v or k != "quantizer"}
+
+
+def bitrate_kbps(n_quantizers: int, codebook_size: int = 1024) -> float:
+    """Nominal bitrate of ``n_quantizers`` codes per 12.5 ms frame (10 bits each for 1024 codes)."""
+    return n_quantizers * float(np.log2(codebook_size)) * SAMPLE_RATE / HOP_LENGTH / 1000.0
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def codebook_entries(config: Any) -> int:
