@@ -70,22 +70,51 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("codec_run")
-    config = load_config(
-        "codec",
-        **{
-            "data.dataset_dir": dataset,
-            "data.train_splits": "train,cathy",
-            "num_devices": 1,
-            "total_steps": TRAIN_STEPS,
-            "log_every": 1,
-            "eval_every": TRAIN_STEPS,
-            "checkpoint_every": TRAIN_STEPS,
-            "async_checkpoints": False,
-        },
+def compilation_cache(tmp_path_factory):
+    """A persistent XLA cache shared by this module's launch/train.py runs.
+
+    The fixture's training and the no-data-argument run compile the same smoke step, evaluation
+    and initialisation (same shapes, one device): the second run reads them from the cache
+    instead of compiling again (most of this file's time on 2 CPU cores is XLA compilation).
+    """
+    return tmp_path_factory.mktemp("xla_cache")
+
+
+def train_cli(workdir, cache, *flags: str) -> None:
+    """``launch/train.py --config=configs/codec.py:smoke`` in a one-device subprocess."""
+    argv = [
+        sys.executable,
+        str(REPO / "launch" / "train.py"),
+        f"--config={REPO / 'configs' / 'codec.py'}:smoke",
+        f"--workdir={workdir}",
+        "--config.num_devices=1",
+        "--config.log_every=1",
+        *flags,
+    ]
+    env = dict(
+        os.environ,
+        XLA_FLAGS="",
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(cache),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
     )
-    loop.train(config, workdir)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=workdir.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, compilation_cache, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("codec_run") / "run"
+    train_cli(
+        workdir,
+        compilation_cache,
+        f"--config.data.dataset_dir={dataset}",
+        "--config.data.train_splits=train,cathy",
+        f"--config.total_steps={TRAIN_STEPS}",
+        f"--config.eval_every={TRAIN_STEPS}",
+        f"--config.checkpoint_every={TRAIN_STEPS}",
+        "--config.async_checkpoints=False",
+    )
     return workdir
 
 
@@ -94,26 +123,43 @@ def metrics_of(workdir) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ shapes
+def jit_build(ctor):
+    """Construct an NNX module inside one jit (eager init compiles one kernel per tensor)."""
+    graphdef, _ = nnx.split(nnx.eval_shape(ctor))
+    return nnx.merge(graphdef, jax.jit(lambda: nnx.split(ctor())[1])())
+
+
 def test_frames_are_200_samples_and_round_trip_lengths():
-    codec = NeuralCodec(channels=2, num_quantizers=16, codebook_size=1024, rngs=nnx.Rngs(0))
+    codec = jit_build(lambda: NeuralCodec(channels=2, dilations=(1,), rngs=nnx.Rngs(0)))
     assert codec.hop == 200 and codec.codebooks.shape == (16, 1024, 256)
     wav = jnp.asarray(np.random.default_rng(0).normal(size=(2, 1600)) * 0.1, jnp.float32)
-    codes = codec.encode(wav)
+
+    @nnx.jit
+    def run(codec, wav):
+        codes = codec.encode(wav)
+        z = codec.latent(codes)
+        return codes, z, codec.decode(z), codec(wav)
+
+    codes, z, audio, out = run(codec, wav)
     assert codes.shape == (2, 8, 16) and codes.dtype == jnp.int32
-    z = codec.latent(codes)
-    assert z.shape == (2, 8, 256)
-    assert codec.decode(z).shape == (2, 1600)
-    out = codec(wav)
+    assert z.shape == (2, 8, 256) and audio.shape == (2, 1600)
     assert out["audio"].shape == (2, 1600) and out["codes"].shape == (2, 8, 16)
     np.testing.assert_array_equal(out["codes"], codes)  # eval forward == encode
+    np.testing.assert_allclose(out["z"], z, atol=1e-5)  # latent(codes) == quantized latent
     with pytest.raises(ValueError, match="multiple of the hop"):
         codec.encode(wav[:, :1599])
 
 
 # ------------------------------------------------------------------------------ RVQ
+@nnx.jit(static_argnames="update")
+def vq_call(vq, x, n_active=None, rng=None, update=False):
+    return vq(x, n_active=n_active, rng=rng, update=update)
+
+
 def _initialised_vq(x: jax.Array, **kw) -> ResidualVQ:
-    vq = ResidualVQ(kw.pop("nq", 16), kw.pop("k", 64), x.shape[-1], rngs=nnx.Rngs(0), **kw)
-    vq(x, update=True, rng=jax.random.key(1))  # first batch initialises every codebook
+    nq, k = kw.pop("nq", 16), kw.pop("k", 64)
+    vq = jit_build(lambda: ResidualVQ(nq, k, x.shape[-1], rngs=nnx.Rngs(0), **kw))
+    vq_call(vq, x, rng=jax.random.key(1), update=True)  # first batch initialises codebooks
     assert int(vq.initialized[...]) == 1
     return vq
 
@@ -123,7 +169,7 @@ def test_codebook_vector_quantizes_to_itself_with_zero_residual():
     vq = _initialised_vq(x, kmeans_iters=2)
     idx = jnp.array([3, 17, 40, 63])
     entries = vq.codebook[0][idx][None]  # [1, 4, D]: latents equal to codebook-0 entries
-    zq, codes, aux = vq(entries, n_active=1)
+    zq, codes, aux = vq_call(vq, entries, n_active=1)
     np.testing.assert_array_equal(codes[0, :, 0], idx)
     np.testing.assert_allclose(zq, entries, atol=1e-6)  # residual after quantizer 0 is zero
     assert float(aux["commit_loss"]) < 1e-10
@@ -136,7 +182,7 @@ def test_dead_code_is_replaced_by_a_batch_residual():
     far = jnp.full((8,), 1e3)  # a code no residual is ever near: its usage decays to 0
     vq.codebook[...] = vq.codebook[...].at[0, 5].set(far)
     vq.cluster_size[...] = vq.cluster_size[...].at[0, 5].set(0.0)
-    _, _, aux = vq(x, update=True, rng=jax.random.key(2))
+    _, _, aux = vq_call(vq, x, rng=jax.random.key(2), update=True)
     assert float(aux["dead_codes_replaced"]) >= 1
     new = np.asarray(vq.codebook[0, 5])
     rows = np.asarray(x).reshape(-1, 8)
@@ -147,13 +193,14 @@ def test_dead_code_is_replaced_by_a_batch_residual():
 def test_quantizer_dropout_prefixes_decode_and_error_falls_with_k():
     x = jax.random.normal(jax.random.key(0), (8, 128, 8))
     vq = _initialised_vq(x, kmeans_iters=5)
-    codes = vq.encode(x)
+    codes = nnx.jit(lambda vq, x: vq.encode(x))(vq, x)
     errors = []
     for k in range(1, 17):
         z = vq.decode_codes(codes[..., :k])
         assert z.shape == x.shape
         errors.append(float(jnp.mean((x - z) ** 2)))
-        zq, _, aux = vq(x, n_active=k)  # the training path with k active quantizers
+        # The training path with k active quantizers decodes to the same latent.
+        zq, _, _ = vq_call(vq, x, n_active=jnp.int32(k))
         np.testing.assert_allclose(zq, z, atol=1e-4)
     assert np.all(np.isfinite(errors))
     assert errors[15] < errors[7] < errors[3] < errors[0] < float(jnp.mean(x**2))
@@ -161,8 +208,9 @@ def test_quantizer_dropout_prefixes_decode_and_error_falls_with_k():
 
 
 def test_codec_quantizer_dropout_samples_1_to_16():
-    codec = NeuralCodec(channels=2, rngs=nnx.Rngs(0))
-    ns = {int(codec.sample_n_quantizers(jax.random.key(i))) for i in range(200)}
+    codec = nnx.eval_shape(lambda: NeuralCodec(channels=2, dilations=(1,), rngs=nnx.Rngs(0)))
+    keys = jax.random.split(jax.random.key(0), 200)
+    ns = set(np.asarray(jax.jit(jax.vmap(codec.sample_n_quantizers))(keys)).tolist())
     assert ns == set(range(1, 17))
 
 
@@ -312,19 +360,10 @@ def test_encode_dataset_adds_codes_that_match_the_api(trained, dataset, tmp_path
     assert cli.main(["encode-dataset", "--checkpoint", str(trained), dataset, str(out)]) == 2
 
 
-def test_smoke_training_with_no_data_argument(tmp_path):
+def test_smoke_training_with_no_data_argument(tmp_path, trained, compilation_cache):
     """The documented command on a fresh clone: the embedded corpus is built on first use."""
     workdir = tmp_path / "run"
-    argv = [
-        sys.executable,
-        str(REPO / "launch" / "train.py"),
-        f"--config={REPO / 'configs' / 'codec.py'}:smoke",
-        f"--workdir={workdir}",
-        "--config.total_steps=2",
-        "--config.eval_every=2",
-        "--config.num_devices=1",
-    ]
-    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-    subprocess.run(argv, check=True, capture_output=True, env=env, cwd=tmp_path)
+    train_cli(workdir, compilation_cache, "--config.total_steps=2", "--config.eval_every=2")
     evals = [m for m in metrics_of(workdir) if "eval/pesq_q16" in m]
     assert evals and (workdir / "latent_stats.npz").exists()
+    assert json.loads((workdir / "config.json").read_text())["data"]["dataset_dir"] == ""

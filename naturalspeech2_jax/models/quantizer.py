@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from naturalspeech2_jax import parallel  # noqa: F401  (sets flax_always_shard_variable=False)
+from naturalspeech2_jax.models.layers import fast_key
 
 
 class CodebookState(nnx.Variable):
@@ -94,7 +95,7 @@ class ResidualVQ(nnx.Module):
         )
         shape = (num_quantizers, codebook_size, dim)
         # Random until the first training batch replaces it (so an untrained codec still runs).
-        cb = jax.random.normal(rngs.params(), shape, jnp.float32)
+        cb = jax.random.normal(fast_key(rngs.params()), shape, jnp.float32)
         axes = (None, "codebook", None)
         self.codebook = CodebookState(cb, out_sharding=axes)
         self.embed_sum = CodebookState(cb, out_sharding=axes)
