@@ -367,3 +367,18 @@ def test_smoke_training_with_no_data_argument(tmp_path, trained, compilation_cac
     evals = [m for m in metrics_of(workdir) if "eval/pesq_q16" in m]
     assert evals and (workdir / "latent_stats.npz").exists()
     assert json.loads((workdir / "config.json").read_text())["data"]["dataset_dir"] == ""
+
+
+def test_evaluate_codec_table_on_a_dataset_split(trained, dataset, tmp_path):
+    pytest.importorskip("pesq")
+    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "launch" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out = tmp_path / "codec.json"
+    argv = ["codec", "--checkpoint", str(trained), "--data", dataset, "--split", "heldout"]
+    assert cli.main(argv + ["--n_quantizers", "4,16", "--limit", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    codec_rows = [r for r in rows if r["system"] == "codec"]
+    assert [r["setting"] for r in codec_rows] == ["4 quantizers", "16 quantizers"]
+    assert codec_rows[0]["kbps"] == pytest.approx(3.2) and codec_rows[0]["n_files"] == 1
+    assert "| codec | 16 quantizers | 12.80 |" in out.with_suffix(".md").read_text()

@@ -9,11 +9,18 @@ Two parameter groups, updated in this order inside one jitted step:
    pass updates the EMA codebooks in place (the discriminator's forward never does, so every
    step updates them exactly once).
 
-Evaluation writes, for a few held-out utterances, wav files and mel PNGs under
-``<workdir>/samples/step_<k>/`` and returns mel distance and SI-SDR at 4, 8 and 16 quantizers (and
-PESQ/STOI when ``naturalspeech2_jax.evaluation.codec_metrics`` provides them); it also refreshes
-``<workdir>/latent_stats.npz`` (per-channel mean/std of z over training utterances: the diffusion
-model's normalisation).
+Data: ``config.data.dataset_dir`` (a prepared dataset) or, when empty, the embedded synthetic
+corpus (``config.data.embedded_size``), built on first use; training reads the concatenation of
+``config.data.train_splits`` ("train,cathy" on the shared data) as random crops, evaluation the
+held-out speakers of ``config.data.eval_split`` ("heldout"; "dev" on the shared data).
+
+Evaluation (``evaluate``) writes, for a few held-out utterances, wav files and log-mel PNGs
+(reference and each bitrate) under ``<workdir>/samples/step_<k>/`` and returns PESQ-WB, STOI, mel
+distance and SI-SDR (``naturalspeech2_jax.evaluation.codec_metrics``) at 4, 8 and 16 quantizers
+(3.2, 6.4, 12.8 kbps), which the loop appends to ``metrics.jsonl`` as ``eval/<metric>_q<k>``.
+It also refreshes, and ``finalize`` writes after the last step, ``<workdir>/latent_stats.npz``:
+per-channel mean/std [latent_dim] of z = latent(encode(wav)) over training utterances (the
+diffusion model's normalisation).
 """
 
 from __future__ import annotations
@@ -308,6 +315,8 @@ class CodecTask:
             "adv_loss": adv,
             "fm_loss": fm,
             "l1_wave": jnp.mean(jnp.abs(wav - y)),
+            # Real (unpadded) audio in this batch: x steps_per_sec = audio seconds per second.
+            "audio_seconds": jnp.sum(mask) * (HOP_LENGTH / SAMPLE_RATE),
         }
         for key in ("perplexity", "perplexity_q0", "code_usage", "dead_codes_replaced"):
             metrics[f"vq/{key}"] = out[key]
