@@ -1,22 +1,37 @@
 """Neural audio codec (SoundStream-style RVQ-GAN): 16 kHz, hop 200, 16 quantizers x 1024 codes.
 
-    python launch/train.py --config=configs/codec.py:tiny --workdir=runs/codec_tiny \
-        --config.data.dataset_dir=DATA/<name>/1.0.0
+    python launch/train.py --config=configs/codec.py:smoke --workdir=/tmp/codec_smoke
+    python launch/train.py --config=configs/codec.py:tiny --workdir=/work/runs/codec_tiny \
+        --config.data.dataset_dir=/work/data/shared/1.0.0 --config.data.train_splits=train,cathy \
+        --config.data.eval_split=dev
     python launch/train.py --config=configs/codec.py:paper --dry_run
 
-Then: ``python launch/codec.py resynth --checkpoint runs/codec_tiny in.wav out.wav`` and
-``python launch/codec.py encode-dataset --checkpoint runs/codec_tiny DATA/<name>/1.0.0 OUT``.
+With no ``--config.data.dataset_dir`` the embedded synthetic corpus is generated and prepared on
+first use (smoke: 24 utterances, about 10 s; tiny and larger: 480 utterances). Re-running the same
+command resumes; ``--config.total_steps=N`` extends a finished run. Then:
+``python launch/codec.py resynth --checkpoint RUN in.wav out.wav``,
+``python launch/codec.py encode-dataset --checkpoint RUN DATA/<name>/1.0.0 OUT/1.0.0`` and
+``python launch/evaluate.py codec --checkpoint RUN --data DATA/<name>/1.0.0 --out R.json``.
 
-Hardware: smoke (tests, seconds) and tiny (2 CPU cores: 3000 steps, about 0.5 audio-s/s so
-roughly 40 minutes) run on CPU; base is for one GPU; paper is the paper's setting (8 GPUs x 200
-clips, 440K steps, Adam 2e-4).
+Hardware and measured cost (2 shared CPU cores, load average 8-10 from other jobs, XLA CPU):
+- smoke: 0.25M params; step 0.3 s after a 75 s compile; tests/test_codec.py trains it 12 steps.
+- tiny: channels 8, 0.81M generator parameters; 27.6 GFLOP per step (XLA cost analysis, both
+  branches of the GAN switch); measured 1.5 s per step before the GAN starts (niced, after an
+  18-minute niced compile; set JAX_COMPILATION_CACHE_DIR so resumes skip it), i.e. 8 x 0.4 s
+  = 3.2 s of audio per step, about 2.1 audio-s/s. After ``disc.start_step`` (1000) a step also
+  runs the discriminators (about 2.5x the FLOPs: an estimate, not yet measured), so 1800 steps
+  take about 90 minutes of wall time.
+  The same preset with channels 16 measured 11 s per step with the GAN on (57 GFLOP).
+- base: one GPU; paper: the paper's setting (8 GPUs x 200 clips, 440K steps, Adam 2e-4).
 
-Expected: ``generator/mel_loss`` (log-mel L1, mean of the FFT scales) starts near 3-4 and falls
-below 1.5 within the first 1000 tiny steps (generator-only warm-up); ``eval/si_sdr_q16`` rises
-above 0 dB and ``eval/mel_distance_q16`` < ``eval/mel_distance_q4`` once the codebooks settle.
-Parameter counts (dry run): paper 25.6M generator (encoder 12.3M + decoder 13.3M, the paper's
-"about 27M") plus 4.2M EMA codebook entries that are state, not parameters; discriminators are
-reported apart under "discriminators".
+Expected: ``generator/mel_loss`` (log-mel L1, mean over the FFT scales) falls from the start of
+training (the smoke test asserts a 15% drop within 12 steps on a fixed batch);
+``eval/{pesq,stoi,mel_distance,si_sdr}_q{4,8,16}`` land in metrics.jsonl every ``eval_every``
+steps, with audio and mel PNGs in RUN/samples/step_K/. Quality numbers of the tiny run on the
+shared data are reported with the run (RUN/eval_dev/codec_vs_opus.md), not guessed here.
+Parameter counts (``--dry_run``): paper 27.4M generator (encoder 13.2M + decoder 14.2M; the
+paper's "about 27M") plus 4.2M EMA codebook entries that are state, not parameters; the
+discriminators (16.7M) are reported apart.
 """
 
 from __future__ import annotations
@@ -28,7 +43,7 @@ from configs.common import base_config, select_preset
 PRESETS = {
     # name: generator channels, disc wave channels, disc stft channels, crop frames, batch, steps
     "smoke": dict(ch=4, msd=(4, 8, 16), stft=4, crop=8, batch=8, steps=20),
-    "tiny": dict(ch=16, msd=(8, 32, 64), stft=8, crop=32, batch=8, steps=3000),
+    "tiny": dict(ch=8, msd=(8, 32, 64), stft=8, crop=32, batch=8, steps=1800),
     "base": dict(ch=32, msd=(16, 64, 256, 512), stft=32, crop=80, batch=16, steps=200_000),
     "paper": dict(ch=58, msd=(16, 64, 256, 1024), stft=32, crop=80, batch=1600, steps=440_000),
 }
@@ -129,6 +144,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     c.log_every = {"smoke": 5, "tiny": 50}.get(preset, 100)
-    c.eval_every = {"smoke": 0, "tiny": 500}.get(preset, 5000)
-    c.checkpoint_every = {"smoke": 10, "tiny": 500}.get(preset, 5000)
+    c.eval_every = {"smoke": 0, "tiny": 600}.get(preset, 5000)
+    c.checkpoint_every = {"smoke": 10, "tiny": 300}.get(preset, 5000)
     return c
