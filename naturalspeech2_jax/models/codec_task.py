@@ -194,29 +194,45 @@ def pad_to_frames(wav: np.ndarray, multiple_frames: int = 1) -> np.ndarray:
 
 
 def latent_statistics(
-    codec: NeuralCodec, waveforms: Iterable[np.ndarray], chunk_frames: int = 400
+    codec: NeuralCodec,
+    waveforms: Iterable[np.ndarray],
+    chunk_frames: int = 400,
+    batch_chunks: int = 4,
 ) -> dict[str, np.ndarray]:
     """Per-channel mean/std of z = latent(encode(wav)) over all real frames of ``waveforms``.
 
-    Each waveform is cut into chunks of ``chunk_frames`` (one compiled shape); padded frames are
-    excluded. Returns {"mean": [D], "std": [D], "frames": int}.
+    Waveforms are cut into chunks of ``chunk_frames`` encoded ``batch_chunks`` at a time (one
+    compiled shape whatever the lengths); padded frames are excluded. Returns
+    {"mean": [D], "std": [D], "frames": int}.
     """
-    total = sq = None
-    count = 0
+    acc: dict[str, Any] = {"sum": 0.0, "sq": 0.0, "n": 0}
+    pending: list[tuple[np.ndarray, int]] = []  # (chunk audio, real frames in it)
+
+    def flush():
+        chunks = np.zeros((batch_chunks, chunk_frames * HOP_LENGTH), np.float32)
+        for i, (c, _) in enumerate(pending):
+            chunks[i] = c
+        z = np.asarray(_latent_of(codec, jnp.asarray(chunks)), np.float64)
+        for i, (_, n) in enumerate(pending):
+            acc["sum"] = acc["sum"] + z[i, :n].sum(0)
+            acc["sq"] = acc["sq"] + (z[i, :n] ** 2).sum(0)
+            acc["n"] += n
+        pending.clear()
+
     for wav in waveforms:
         n = len(wav) // HOP_LENGTH
         padded = pad_to_frames(np.asarray(wav, np.float32)[: n * HOP_LENGTH], chunk_frames)
-        chunks = padded.reshape(-1, chunk_frames * HOP_LENGTH)
-        z = np.asarray(_latent_of(codec, jnp.asarray(chunks)), np.float64)
-        z = z.reshape(-1, z.shape[-1])[:n]
-        total = z.sum(0) if total is None else total + z.sum(0)
-        sq = (z**2).sum(0) if sq is None else sq + (z**2).sum(0)
-        count += n
-    if not count:
+        for j, chunk in enumerate(padded.reshape(-1, chunk_frames * HOP_LENGTH)):
+            pending.append((chunk, min(chunk_frames, n - j * chunk_frames)))
+            if len(pending) == batch_chunks:
+                flush()
+    if pending:
+        flush()
+    if not acc["n"]:
         raise ValueError("latent_statistics got no audio frames.")
-    mean = total / count
-    std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
-    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32), "frames": count}
+    mean = acc["sum"] / acc["n"]
+    std = np.sqrt(np.maximum(acc["sq"] / acc["n"] - mean**2, 1e-12))
+    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32), "frames": acc["n"]}
 
 
 def save_latent_stats(stats: dict[str, np.ndarray], workdir: str | epath.Path) -> epath.Path:
