@@ -20,7 +20,9 @@ Evaluation models on disk replace the bundled ones: --asr=whisper:/models/whispe
 
 Codec quality (PESQ-WB, STOI, mel distance, SI-SDR) beside Opus at matching bitrates:
   python launch/evaluate.py codec --reference_dir ../shared/data/speechocean762_adult/dev \
-      --limit 50 --out /tmp/codec.json [--checkpoint CODEC_DIR --n_quantizers 8,16]
+      --limit 50 --out /tmp/codec.json [--checkpoint CODEC_DIR --n_quantizers 4,8,16]
+  python launch/evaluate.py codec --checkpoint CODEC_DIR --data DATA/<name>/1.0.0 --split dev \
+      --limit 50 --out R.json
 
 After a change of text normalisation, recompute WER from the stored transcripts (no ASR run):
   python launch/evaluate.py rescore --report r.json [--out r2.json]
@@ -155,24 +157,57 @@ def run_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_audio(dataset_dir: str, split: str, limit: int) -> tuple[list[str], list]:
+    """(ids, 16 kHz float waveforms) of up to ``limit`` utterances spread over a prepared split."""
+    import numpy as np
+
+    from naturalspeech2_jax.data import pipeline
+
+    source = pipeline.open_split(dataset_dir, split)
+    n = len(source)
+    idx = range(n) if not limit or n <= limit else [int(i * n / limit) for i in range(limit)]
+    ids, wavs = [], []
+    for i in idx:
+        ex = source[i]
+        uid = ex["id"].decode() if isinstance(ex["id"], bytes) else str(ex["id"])
+        ids.append(f"{dataset_dir}[{split}]/{uid}")
+        wavs.append(np.asarray(ex["audio"], np.float32) / 32768.0)
+    return ids, wavs
+
+
 def run_codec(args: argparse.Namespace) -> int:
     from naturalspeech2_jax.evaluation import opus
 
-    files = corpus.list_audio_files(args.reference_dir)
-    if not files:
-        logging.error("no audio files under %s", args.reference_dir)
+    if bool(args.reference_dir) == bool(args.data):
+        logging.error("pass exactly one of --reference_dir (audio files) or --data (dataset dir)")
         return 2
-    # Spread a limited selection over the whole directory (every k-th file), deterministically.
-    if args.limit and len(files) > args.limit:
-        step = len(files) / args.limit
-        files = [files[int(i * step)] for i in range(args.limit)]
-    wavs = [corpus.load_audio(f) for f in files]
+    if args.data:
+        try:
+            files, wavs = _dataset_audio(args.data, args.split, args.limit)
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            logging.error("cannot read split %r of %s: %s", args.split, args.data, e)
+            return 2
+    else:
+        files = corpus.list_audio_files(args.reference_dir)
+        if not files:
+            logging.error("no audio files under %s", args.reference_dir)
+            return 2
+        # Spread a limited selection over the whole directory (every k-th file), deterministically.
+        if args.limit and len(files) > args.limit:
+            step = len(files) / args.limit
+            files = [files[int(i * step)] for i in range(args.limit)]
+        wavs = [corpus.load_audio(f) for f in files]
+    if not wavs:
+        logging.error("no utterances to evaluate")
+        return 2
+    if args.opus_backend == "auto":
+        args.opus_backend = "ffmpeg" if opus.opus_available("ffmpeg") else "soundfile"
 
     codec = None
     if args.checkpoint:
         try:
             codec = tts_eval.load_from_checkpoint("codec", args.checkpoint)
-        except tts_eval.CheckpointLoaderUnavailable as e:
+        except (tts_eval.CheckpointLoaderUnavailable, FileNotFoundError, ValueError) as e:
             logging.error("%s", e)
             return 2
     n_quantizers = _ints(args.n_quantizers)
@@ -200,6 +235,7 @@ def run_codec(args: argparse.Namespace) -> int:
     json_path, md_path, _ = _outputs(args.out)
     result = {
         "rows": [r.as_dict() for r in rows],
+        "checkpoint": args.checkpoint,
         "files": files,
         "opus_backend": args.opus_backend,
         "timing": {"wall_s": wall, "audio_s": sum(len(w) for w in wavs) / 16000},
@@ -264,14 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.set_defaults(func=run_rescore)
 
     codec = sub.add_parser("codec", help="codec quality beside Opus")
-    codec.add_argument("--reference_dir", required=True, help="directory of held-out audio files")
+    codec.add_argument("--reference_dir", help="directory of held-out audio files")
+    codec.add_argument("--data", help="prepared dataset dir DATA/<name>/<version> (or this)")
+    codec.add_argument("--split", default="dev", help="split of --data (held-out speakers)")
     codec.add_argument("--checkpoint", help="codec checkpoint dir (codec rows)")
-    codec.add_argument("--n_quantizers", default="8,16", help="comma list of quantizer counts")
+    codec.add_argument("--n_quantizers", default="4,8,16", help="comma list of quantizer counts")
     codec.add_argument("--codebook_size", type=int, default=1024)
     codec.add_argument(
         "--opus_kbps", default="", help="comma list of Opus targets (default: the codec's rates)"
     )
-    codec.add_argument("--opus_backend", default="soundfile", choices=["soundfile", "ffmpeg"])
+    codec.add_argument(
+        "--opus_backend",
+        default="auto",
+        choices=["auto", "soundfile", "ffmpeg"],
+        help="auto: ffmpeg/libopus when installed (EVALUATION.md's reference), else soundfile",
+    )
     codec.add_argument("--limit", type=int, default=50)
     codec.add_argument("--out", required=True)
     codec.set_defaults(func=run_codec)

@@ -523,10 +523,12 @@ def test_snap_prompt_to_phonemes():
 def test_checkpoint_loader_absence_is_one_clear_error():
     from naturalspeech2_jax.evaluation import tts_eval
 
-    for module in ("naturalspeech2_jax.inference", "naturalspeech2_jax.codec_api"):
-        if importlib.util.find_spec(module) is not None:
-            pytest.skip(f"the project now has {module}")
-    with pytest.raises(tts_eval.CheckpointLoaderUnavailable, match="codec checkpoint loader"):
+    if importlib.util.find_spec("naturalspeech2_jax.inference") is not None:
+        pytest.skip("the project now has an inference module")
+    with pytest.raises(tts_eval.CheckpointLoaderUnavailable, match="synthesizer checkpoint"):
+        tts_eval.load_from_checkpoint("synthesizer", "/nonexistent")
+    # The codec loader exists (codec_api): a bad directory is one clear error.
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         tts_eval.load_from_checkpoint("codec", "/nonexistent")
 
 
@@ -678,5 +680,4 @@ def test_cli_codec_opus_rows_and_missing_loader(tmp_path):
 
     if opus.opus_available("soundfile"):
         assert [r["system"] for r in rows] == ["opus"] and rows[0]["n_files"] == 2
-    # No loader yet, or a directory that is no codec run: one error line and exit status 2.
-    assert cli.main(argv + ["--checkpoint", str(tmp_path)]) == 2
+    assert cli.main(argv + ["--checkpoint", str(tmp_path)]) == 2  # not a codec run

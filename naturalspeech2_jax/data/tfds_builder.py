@@ -8,8 +8,8 @@ frame count (for length bucketing without reading every record).
 
 Features: ``id``, ``text``, ``speaker`` (text); ``speaker_id`` (int32 index into the dataset's
 speaker list); ``audio`` (int16 [samples]); ``phonemes`` and ``durations`` (int32 [tokens]);
-``log_f0`` (float32 [frames]); ``voiced`` (int8 [frames]); optionally ``codes`` (int16
-[frames, n_q]) once the codec has encoded the dataset.
+``log_f0`` (float32 [frames]); ``voiced`` (int8 [frames]); optionally ``codes`` (int32
+[frames, n_q]) once the codec has encoded the dataset (``launch/codec.py encode-dataset``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def features(num_quantizers: int = 0) -> tfds.features.FeaturesDict:
         "voiced": tfds.features.Tensor(shape=(None,), dtype=np.int8),
     }
     if num_quantizers:
-        spec["codes"] = tfds.features.Tensor(shape=(None, num_quantizers), dtype=np.int16)
+        spec["codes"] = tfds.features.Tensor(shape=(None, num_quantizers), dtype=np.int32)
     return tfds.features.FeaturesDict(spec)
 
 

@@ -254,6 +254,10 @@ class Trainer:
         self.checkpointer.close()
         writer.close()
         pbar.close()
+        # Optional task hook once training is complete (e.g. the codec's latent statistics).
+        finalize = getattr(self.task, "finalize", None)
+        if finalize is not None and step >= total and parallel.is_main_process():
+            finalize(self.eval_model(state), str(self.workdir))
         return state
 
 

@@ -67,6 +67,9 @@ class Task(Protocol):
     def param_count_groups(self, model: nnx.Module) -> dict[str, int]:
         """Parameter counts per named module for ``--dry_run`` (without ``total``)."""
 
+    # Optional: ``finalize(model, workdir)`` runs once after the last step, with the EMA weights
+    # (e.g. the codec stores its latent statistics beside the checkpoint).
+
 
 _REGISTRY: dict[str, Callable[[Any], Task]] = {}
 

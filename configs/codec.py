@@ -1,0 +1,149 @@
+"""Neural audio codec (SoundStream-style RVQ-GAN): 16 kHz, hop 200, 16 quantizers x 1024 codes.
+
+    python launch/train.py --config=configs/codec.py:smoke --workdir=/tmp/codec_smoke
+    python launch/train.py --config=configs/codec.py:tiny --workdir=/work/runs/codec_tiny \
+        --config.data.dataset_dir=/work/data/shared/1.0.0 --config.data.train_splits=train,cathy \
+        --config.data.eval_split=dev
+    python launch/train.py --config=configs/codec.py:paper --dry_run
+
+With no ``--config.data.dataset_dir`` the embedded synthetic corpus is generated and prepared on
+first use (smoke: 24 utterances, about 10 s; tiny and larger: 480 utterances). Re-running the same
+command resumes; ``--config.total_steps=N`` extends a finished run. Then:
+``python launch/codec.py resynth --checkpoint RUN in.wav out.wav``,
+``python launch/codec.py encode-dataset --checkpoint RUN DATA/<name>/1.0.0 OUT/1.0.0`` and
+``python launch/evaluate.py codec --checkpoint RUN --data DATA/<name>/1.0.0 --out R.json``.
+
+Hardware and measured cost (2 shared CPU cores, load average 8-10 from other jobs, XLA CPU):
+- smoke: 0.25M params; step 0.3 s after a 75 s compile; tests/test_codec.py trains it 12 steps.
+- tiny: channels 8, 0.81M generator parameters; 27.6 GFLOP per step (XLA cost analysis, both
+  branches of the GAN switch); measured 1.5 s per step before the GAN starts (niced, after an
+  18-minute niced compile; set JAX_COMPILATION_CACHE_DIR so resumes skip it), i.e. 8 x 0.4 s
+  = 3.2 s of audio per step, about 2.1 audio-s/s. After ``disc.start_step`` (1000) a step also
+  runs the discriminators (about 2.5x the FLOPs: an estimate, not yet measured), so 1800 steps
+  take about 90 minutes of wall time.
+  The same preset with channels 16 measured 11 s per step with the GAN on (57 GFLOP).
+- base: one GPU; paper: the paper's setting (8 GPUs x 200 clips, 440K steps, Adam 2e-4).
+
+Expected: ``generator/mel_loss`` (log-mel L1, mean over the FFT scales) falls from the start of
+training (the smoke test asserts a 15% drop within 12 steps on a fixed batch);
+``eval/{pesq,stoi,mel_distance,si_sdr}_q{4,8,16}`` land in metrics.jsonl every ``eval_every``
+steps, with audio and mel PNGs in RUN/samples/step_K/. Quality numbers of the tiny run on the
+shared data are reported with the run (RUN/eval_dev/codec_vs_opus.md), not guessed here.
+Parameter counts (``--dry_run``): paper 27.4M generator (encoder 13.2M + decoder 14.2M; the
+paper's "about 27M") plus 4.2M EMA codebook entries that are state, not parameters; the
+discriminators (16.7M) are reported apart.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import base_config, select_preset
+
+PRESETS = {
+    # name: generator channels, disc wave channels, disc stft channels, crop frames, batch, steps
+    "smoke": dict(ch=4, msd=(4, 8, 16), stft=4, crop=8, batch=8, steps=20),
+    "tiny": dict(ch=8, msd=(8, 32, 64), stft=8, crop=32, batch=8, steps=1800),
+    "base": dict(ch=32, msd=(16, 64, 256, 512), stft=32, crop=80, batch=16, steps=200_000),
+    "paper": dict(ch=58, msd=(16, 64, 256, 1024), stft=32, crop=80, batch=1600, steps=440_000),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset = select_preset(PRESETS, arg, __name__)
+    p = PRESETS[preset]
+    small = preset in ("smoke", "tiny")
+    c = base_config()
+    c.preset = preset
+    c.task = "codec"
+    c.total_steps = p["steps"]
+    c.batch_size = p["batch"]
+
+    c.model = ml_collections.ConfigDict(
+        dict(
+            channels=p["ch"],
+            strides=(2, 4, 5, 5),  # product = 200 samples = one 12.5 ms frame at 16 kHz
+            # Smoke keeps one unit per stage: XLA compile time on CPU grows with the conv count.
+            dilations=(1,) if preset == "smoke" else (1, 3, 9),
+            kernel_size=7,
+            latent_dim=256,
+            num_quantizers=16,
+            codebook_size=1024,
+            ema_decay=0.99,  # codebook EMA decay
+            # EMA usage (codes per batch) below which a code is replaced by a batch residual;
+            # scale with frames per batch (tiny: 256 frames spread over 1024 codes).
+            dead_code_threshold={"smoke": 0.01, "tiny": 0.01, "base": 0.05, "paper": 0.5}[preset],
+            kmeans_iters=0 if preset == "smoke" else 10,  # 0 = random-sample initialisation
+            quantizer_dropout=1.0,  # probability of training with a random 1..16 quantizers
+            weight_norm=True,
+        )
+    )
+    c.disc = ml_collections.ConfigDict(
+        dict(
+            msd_scales={"smoke": 1, "tiny": 2}.get(preset, 3),
+            msd_channels=p["msd"],
+            stft_fft_sizes=(128,) if preset == "smoke" else (1024, 512, 256),
+            stft_channels=p["stft"],
+            # Generator-only warm-up: reconstruction first, then the GAN (cheaper and steadier).
+            start_step={"smoke": 0, "tiny": 1000, "base": 20_000, "paper": 20_000}[preset],
+        )
+    )
+    c.loss = ml_collections.ConfigDict(
+        dict(
+            mel_weight=15.0,
+            mel_scales=(128, 512) if preset == "smoke" else (64, 128, 256, 512, 1024, 2048),
+            n_mels=64,
+            stft_weight=1.0,
+            stft_resolutions=((256, 64),)
+            if preset == "smoke"
+            else ((2048, 512), (1024, 256), (512, 128)),
+            commit_weight=1.0,
+            adv_weight=1.0,
+            fm_weight=2.0,
+        )
+    )
+    # Generator (config.optim) and discriminator (config.optim_d): Adam, GAN betas.
+    lr = 5e-4 if small else 2e-4
+    for key in ("optim", "optim_d"):
+        c[key] = ml_collections.ConfigDict(
+            dict(
+                name="adam",
+                lr=lr,
+                b1=0.5,
+                b2=0.9,
+                eps=1e-8,
+                weight_decay=0.0,
+                schedule="constant",
+                warmup_steps=10 if small else 1000,
+                clip_norm=10.0,
+                decay_steps=0,
+                min_lr_ratio=0.0,
+            )
+        )
+    c.ema_decay = 0.0 if preset == "smoke" else (0.99 if preset == "tiny" else 0.999)
+
+    c.data = ml_collections.ConfigDict(
+        dict(
+            # DIR/<name>/<version> of a prepared dataset (launch/prepare_data.py); empty = the
+            # embedded synthetic corpus, generated and prepared on first use (no data argument).
+            dataset_dir="",
+            embedded_size="smoke" if preset == "smoke" else "default",
+            train_splits="train",  # comma-separated; the shared data: "train,cathy"
+            eval_split="heldout",  # held-out speakers; the shared data: "dev"
+            crop_frames=p["crop"],
+            num_threads=2,
+        )
+    )
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            num_examples=2 if preset == "smoke" else 8,
+            max_frames=40 if preset == "smoke" else 240,
+            num_samples=1 if preset == "smoke" else 2,
+            quantizers=(4, 8, 16),
+            stats_examples=4 if preset == "smoke" else 64,
+        )
+    )
+    c.log_every = {"smoke": 5, "tiny": 50}.get(preset, 100)
+    c.eval_every = {"smoke": 0, "tiny": 600}.get(preset, 5000)
+    c.checkpoint_every = {"smoke": 10, "tiny": 300}.get(preset, 5000)
+    return c
