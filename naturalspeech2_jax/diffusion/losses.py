@@ -31,7 +31,7 @@ TOKEN_KEYS = ("phonemes", "durations")
 
 
 def latents_from_codes(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
-    """z = sum_j codebooks[j, codes[..., j]]: codes [B, T, R] int, codebooks [R, K, D] -> [B, T, D]."""
+    """z = sum_j codebooks[j, codes[..., j]]: codes [B, T, R], codebooks [R, K, D] -> [B, T, D]."""
     r = codebooks.shape[0]
     emb = jax.vmap(lambda cb, c: cb[c], in_axes=(0, -1), out_axes=-2)(
         codebooks, codes[..., :r].astype(jnp.int32)

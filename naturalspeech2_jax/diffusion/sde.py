@@ -1,6 +1,7 @@
 """The variance-preserving SDE of NaturalSpeech 2 (Song et al. 2021, score_sde's VPSDE).
 
-    dz = -1/2 beta_t z dt + sqrt(beta_t) dw,  t in [0, 1],  beta_t = beta_min + t (beta_max - beta_min)
+    dz = -1/2 beta_t z dt + sqrt(beta_t) dw,  t in [0, 1],
+    beta_t = beta_min + t (beta_max - beta_min)
 
 Its marginal is z_t = alpha_t z_0 + sigma_t eps with
     log alpha_t = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min,   sigma_t^2 = 1 - alpha_t^2.

@@ -176,9 +176,7 @@ class PitchEmbedding(nnx.Module):
         self.embed = nnx.Embed(
             bins,
             dim,
-            embedding_init=nnx.with_partitioning(
-                nnx.initializers.normal(0.02), ("vocab", "embed")
-            ),
+            embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed")),
             rngs=rngs,
         )
 

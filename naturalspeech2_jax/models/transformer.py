@@ -206,9 +206,7 @@ class ConvFeedForward(nnx.Module):
         )
         self.dropout = nnx.Dropout(dropout)
 
-    def __call__(
-        self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         m = mask[..., None].astype(x.dtype)
         h = jax.nn.relu(self.conv1(x * m))
         h = self.dropout(h, deterministic=rngs is None, rngs=rngs)
@@ -234,9 +232,7 @@ class EncoderLayer(nnx.Module):
         self.ffn = ConvFeedForward(dim, filter_size, kernels, dropout, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
 
-    def __call__(
-        self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         det = rngs is None
         h = ln(self.norm1, x)
         x = x + self.dropout(self.attn(h, h, mask, rngs=rngs), deterministic=det, rngs=rngs)
@@ -268,9 +264,7 @@ class TransformerEncoder(nnx.Module):
         )
         self.norm = layer_norm(dim, rngs)
 
-    def __call__(
-        self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         x = x + sinusoidal_positions(x.shape[1], self.dim, x.dtype)[None]
         x = x * mask[..., None].astype(x.dtype)
         for layer in self.layers:

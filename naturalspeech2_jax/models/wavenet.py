@@ -99,7 +99,9 @@ class FiLMAttention(nnx.Module):
     def __init__(self, dim: int, heads: int, *, kv_dim: int | None = None, rngs: nnx.Rngs):
         self.norm = layer_norm(dim, rngs)
         self.attn = MultiHeadAttention(dim, heads, kv_dim=kv_dim, rngs=rngs)
-        self.film = dense(dim, 2 * dim, ("embed", "mlp"), rngs, kernel_init=jax.nn.initializers.zeros)
+        self.film = dense(
+            dim, 2 * dim, ("embed", "mlp"), rngs, kernel_init=jax.nn.initializers.zeros
+        )
 
     def __call__(
         self,
@@ -152,9 +154,13 @@ class WaveNetDenoiser(nnx.Module):
             ]
         )
         n_film = layers // film_every if film_every > 0 else 0
-        self.films = nnx.List([FiLMAttention(dim, heads, kv_dim=query_dim, rngs=rngs) for _ in range(n_film)])
+        self.films = nnx.List(
+            [FiLMAttention(dim, heads, kv_dim=query_dim, rngs=rngs) for _ in range(n_film)]
+        )
         self.skip_proj = dense(dim, dim, ("embed", "mlp"), rngs)
-        self.out = dense(dim, latent_dim, ("mlp", "conv_in"), rngs, kernel_init=jax.nn.initializers.zeros)
+        self.out = dense(
+            dim, latent_dim, ("mlp", "conv_in"), rngs, kernel_init=jax.nn.initializers.zeros
+        )
 
     def prepare(
         self,
