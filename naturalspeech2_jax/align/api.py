@@ -1,0 +1,224 @@
+"""Python API of the built-in aligner: train it on a corpus, then (mel, phonemes) -> durations.
+
+    from naturalspeech2_jax.align import api
+    examples = [{"mel": api.log_mel(wav, n_frames=len(wav) // 200), "phonemes": ids}, ...]
+    api.train_aligner(examples, "runs/aligner", preset="tiny")
+    aligner = api.Aligner.from_checkpoint("runs/aligner")
+    durations = aligner.align(mel, ids)          # int32 [N], sum == len(mel)
+
+Inference pads frames up to a multiple of ``FRAME_BUCKET`` and the batch up to ``BATCH``, so one
+jitted program serves every utterance of a bucket; Viterbi runs on the host in numpy (a few ms).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from naturalspeech2_jax.align import aligner_task, ctc
+from naturalspeech2_jax.align.viterbi import (  # noqa: F401  (re-exported for callers)
+    Alignment,
+    AlignmentError,
+    boundary_errors_ms,
+    viterbi_align,
+)
+
+SAMPLE_RATE = 16_000
+HOP = 200
+N_MELS = 80
+FRAME_BUCKET = 128  # inference pads T up to a multiple of this (bounded number of programs)
+BATCH = 8  # inference batch (padded with empty rows)
+
+
+def log_mel(wav: np.ndarray, *, n_frames: int | None = None, sample_rate: int = SAMPLE_RATE):
+    """The aligner's features: log-mel [T, 80] at hop 200 (16 kHz), 1024-point FFT, 0-8 kHz.
+
+    Frame t is centred on sample 200*t. ``n_frames`` (the codec's frame count for this audio)
+    crops or edge-pads the result so durations will sum to exactly that many frames.
+    """
+    import librosa
+
+    if sample_rate != SAMPLE_RATE:
+        raise ValueError(
+            f"log_mel expects {SAMPLE_RATE} Hz audio; resample first (got {sample_rate})."
+        )
+    wav = np.asarray(wav, np.float32)
+    mel = librosa.feature.melspectrogram(
+        y=wav, sr=SAMPLE_RATE, n_fft=1024, hop_length=HOP, win_length=800, n_mels=N_MELS,
+        fmin=0.0, fmax=8000.0, power=1.0,
+    )  # fmt: skip
+    out = np.log(np.maximum(mel, 1e-5)).T.astype(np.float32)
+    if n_frames is not None:
+        out = out[:n_frames]
+        if len(out) < n_frames:
+            out = np.pad(out, ((0, n_frames - len(out)), (0, 0)), mode="edge")
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _phoneme_log_probs(graphdef, state, mel, frame_mask):
+    model = nnx.merge(graphdef, state)
+    return ctc.phoneme_log_probs(model(mel, frame_mask))
+
+
+class Aligner:
+    """A trained aligner model: per-frame phoneme log-probs and Viterbi durations."""
+
+    def __init__(self, model: nnx.Module, config: Any):
+        self.config = config
+        self.vocab_size = int(config.model.vocab_size)
+        self._graphdef, self._state = nnx.split(model)
+
+    @classmethod
+    def from_checkpoint(cls, workdir: str) -> Aligner:
+        """Load the EMA (else raw) weights of the latest checkpoint in an aligner workdir."""
+        from naturalspeech2_jax.train import loop
+
+        path = epath.Path(workdir) / "config.json"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing: {workdir} is not an aligner workdir (train one with "
+                "naturalspeech2_jax.align.api.train_aligner or launch/train.py)."
+            )
+        config = ml_collections.ConfigDict(json.loads(path.read_text()))
+        if config.task != "aligner":
+            raise ValueError(f"{workdir} holds a {config.task!r} run, not an aligner.")
+        trainer = loop.Trainer(config, workdir, task=aligner_task.AlignerTask(config))
+        if trainer.checkpointer.latest_step() is None:
+            raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint; train first.")
+        state = trainer.restore_or_init(None)
+        model = trainer.eval_model(state)
+        trainer.checkpointer.close()
+        return cls(model, config)
+
+    def log_probs(self, mels: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Blank-free phoneme log-probs [T_i, V] for each mel [T_i, n_mels]."""
+        out: list[np.ndarray | None] = [None] * len(mels)
+        order = sorted(range(len(mels)), key=lambda i: len(mels[i]))
+        for start in range(0, len(order), BATCH):
+            idx = order[start : start + BATCH]
+            t_max = max(len(mels[i]) for i in idx)
+            t_pad = max(FRAME_BUCKET, -(-t_max // FRAME_BUCKET) * FRAME_BUCKET)
+            mel = np.zeros((BATCH, t_pad, mels[idx[0]].shape[1]), np.float32)
+            mask = np.zeros((BATCH, t_pad), np.float32)
+            for row, i in enumerate(idx):
+                mel[row, : len(mels[i])] = mels[i]
+                mask[row, : len(mels[i])] = 1.0
+            lp = np.asarray(
+                _phoneme_log_probs(self._graphdef, self._state, jnp.asarray(mel), jnp.asarray(mask))
+            )
+            for row, i in enumerate(idx):
+                out[i] = lp[row, : len(mels[i])]
+        return out  # type: ignore[return-value]
+
+    def align_batch(
+        self,
+        mels: Sequence[np.ndarray],
+        phonemes: Sequence[np.ndarray],
+        *,
+        min_frames: Sequence[np.ndarray | int] | None = None,
+        min_confidence: float | None = None,
+        on_error: str = "raise",
+    ) -> list[Alignment | AlignmentError]:
+        """Viterbi alignments (durations sum to each mel's T exactly).
+
+        ``min_frames[k]`` is utterance k's per-token minimum (0 for optional silences and word
+        boundaries; default 1 everywhere). An utterance that cannot be aligned (fewer frames than
+        tokens) or whose confidence is below ``min_confidence`` raises ``AlignmentError``, or,
+        with ``on_error="return"``, leaves the error in its place so a corpus job can report and
+        skip it.
+        """
+        if on_error not in ("raise", "return"):
+            raise ValueError(f"on_error must be 'raise' or 'return', not {on_error!r}.")
+        if len(mels) != len(phonemes):
+            raise ValueError(f"{len(mels)} mels but {len(phonemes)} phoneme sequences.")
+        n_mels = int(self.config.model.n_mels)
+        for mel, p in zip(mels, phonemes, strict=True):
+            if np.ndim(mel) != 2 or np.shape(mel)[1] != n_mels:
+                raise ValueError(f"mel must be [T, {n_mels}] (api.log_mel); got {np.shape(mel)}.")
+            if len(p) and int(np.max(p)) >= self.vocab_size:
+                raise ValueError(f"phoneme id {int(np.max(p))} >= aligner vocab {self.vocab_size}.")
+        results: list[Alignment | AlignmentError] = []
+        for k, lp in enumerate(self.log_probs(mels)):
+            ids = np.asarray(phonemes[k], np.int64)
+            mf = 1 if min_frames is None else min_frames[k]
+            try:
+                results.append(viterbi_align(lp[:, ids], mf, min_confidence=min_confidence))
+            except AlignmentError as err:
+                if on_error == "raise":
+                    raise
+                results.append(err)
+        return results
+
+    def align(
+        self,
+        mel: np.ndarray,
+        phoneme_ids: np.ndarray,
+        *,
+        min_frames: np.ndarray | int = 1,
+        min_confidence: float | None = None,
+    ) -> np.ndarray:
+        """Durations int32 [N] (sum == len(mel)) of one utterance."""
+        return self.align_batch(
+            [mel], [phoneme_ids], min_frames=[min_frames], min_confidence=min_confidence
+        )[0].durations
+
+
+def _config_module():
+    """``configs/aligner.py``; the configs/ folder sits beside the package, outside the wheel."""
+    try:
+        from configs import aligner
+    except ModuleNotFoundError:
+        repo = str(epath.Path(__file__).resolve().parents[2])
+        if not (epath.Path(repo) / "configs" / "aligner.py").exists():
+            raise ModuleNotFoundError(
+                "configs/aligner.py is not importable; run from the repository root or add it "
+                "to PYTHONPATH."
+            ) from None
+        sys.path.insert(0, repo)
+        from configs import aligner
+    return aligner
+
+
+def train_aligner(
+    examples: Sequence[dict[str, np.ndarray]],
+    workdir: str,
+    preset: str = "tiny",
+    **overrides: Any,
+) -> str:
+    """Train (or resume) an aligner on ``examples`` through the generic loop; returns the
+    checkpoint directory. The examples are stored as ``<workdir>/aligner_examples.npz`` and the
+    config points at them, so ``launch/train.py`` can resume the same run. ``overrides`` are
+    dotted config keys with ``__`` for dots, e.g. ``total_steps=500, model__vocab_size=90``.
+    """
+    from naturalspeech2_jax.train import loop
+
+    aligner_config = _config_module()
+
+    config = aligner_config.get_config(preset)
+    wd = epath.Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    path = wd / "aligner_examples.npz"
+    aligner_task.save_examples(str(path), examples)
+    config.data.kind = "npz"
+    config.data.examples_path = str(path)
+    top = max(int(np.max(e["phonemes"])) for e in examples if len(e["phonemes"]))
+    config.model.vocab_size = max(int(config.model.vocab_size), top + 1)
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    loop.train(config, str(wd), task=aligner_task.AlignerTask(config))
+    return str(wd / "checkpoints")

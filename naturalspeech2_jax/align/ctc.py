@@ -1,0 +1,234 @@
+"""The aligner's acoustic model and losses: log-mel frames -> per-frame phoneme log-probabilities.
+
+Model (``CTCAligner``): per-utterance mean/variance normalisation of the log-mel (masked, so
+loudness and channel do not matter) -> linear projection -> residual dilated 1-D conv blocks
+(LayerNorm, GELU; dilations 1, 2, 4, ... give a receptive field of a few hundred ms on both
+sides) -> optional pre-norm Transformer encoder layers with a key padding mask -> a head over the
+V phoneme ids plus the CTC blank, which is the LAST class (index V) so phoneme ids keep their own
+values. Padded frames are zeroed after every layer so they never leak into real frames.
+
+Losses (``aligner_losses``), both computed from the same head:
+  * CTC (``optax.ctc_loss``) over the V+1 classes: learns *which* phonemes are present, robustly,
+    from transcripts alone.
+  * A blank-free "forward-sum" loss: -log sum over all monotonic segmentations of the transcript
+    (every token >= 1 frame, sum = T) of prod_t p(token | frame t), with p the softmax over the V
+    phoneme classes only. It is exactly the likelihood whose best path ``viterbi.viterbi_align``
+    finds, so it trains the phoneme posteriors to be right on *every* frame. CTC alone makes spiky
+    posteriors (one frame per phoneme, blank elsewhere) whose boundaries are poor; this term fixes
+    that (the same idea as RAD-TTS's alignment loss).
+  * A "flat start" cross-entropy against a uniform segmentation of the transcript. The task
+    hands over from it to the forward-sum loss: weights f and 1 - f with f going 1 -> 0 over
+    ``config.loss.flat_start_steps``. Started from uniform posteriors, the forward-sum loss
+    otherwise tends to settle on a degenerate solution (the always-present silence token
+    predicted everywhere and stretched over the utterance), for hundreds of steps or for good.
+Alignment uses ``phoneme_log_probs`` (the non-blank log-softmax).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+def _dense(din: int, dout: int, axes: tuple, rngs: nnx.Rngs) -> nnx.Linear:
+    init = nnx.with_partitioning(nnx.initializers.lecun_normal(), axes)
+    bias = nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],))
+    return nnx.Linear(din, dout, kernel_init=init, bias_init=bias, rngs=rngs)
+
+
+def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(
+        dim,
+        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
+        rngs=rngs,
+    )
+
+
+class ConvBlock(nnx.Module):
+    """x + Dropout(Conv(GELU(LayerNorm(x)))) with a dilated 'same' convolution."""
+
+    def __init__(self, dim: int, kernel: int, dilation: int, dropout: float, *, rngs: nnx.Rngs):
+        self.norm = _layer_norm(dim, rngs)
+        kinit = nnx.with_partitioning(
+            nnx.initializers.lecun_normal(), ("kernel", "conv_in", "embed")
+        )
+        self.conv = nnx.Conv(
+            dim,
+            dim,
+            kernel_size=(kernel,),
+            kernel_dilation=(dilation,),
+            padding="SAME",
+            kernel_init=kinit,
+            bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
+            rngs=rngs,
+        )
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x: jax.Array, mask: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        h = self.conv(jax.nn.gelu(self.norm(x)) * mask)
+        return (x + self.dropout(h, rngs=rngs)) * mask
+
+
+class EncoderLayer(nnx.Module):
+    """Pre-norm Transformer layer: self-attention with a key padding mask, then a GELU MLP."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, *, rngs: nnx.Rngs):
+        self.norm1 = _layer_norm(dim, rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads=heads,
+            in_features=dim,
+            kernel_init=nnx.with_partitioning(
+                nnx.initializers.lecun_normal(), ("embed", "heads", None)
+            ),
+            out_kernel_init=nnx.with_partitioning(
+                nnx.initializers.lecun_normal(), ("heads", None, "embed")
+            ),
+            bias_init=nnx.initializers.zeros_init(),
+            decode=False,
+            rngs=rngs,
+        )
+        self.norm2 = _layer_norm(dim, rngs)
+        self.up = _dense(dim, 4 * dim, ("embed", "mlp"), rngs)
+        self.down = _dense(4 * dim, dim, ("mlp", "embed"), rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x: jax.Array, mask: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+        key_mask = mask[:, None, None, :, 0] > 0  # [B, 1, 1, T]: attend to real frames only
+        h = self.attn(self.norm1(x), mask=key_mask, deterministic=True)
+        x = x + self.dropout(h, rngs=rngs)
+        h = self.down(jax.nn.gelu(self.up(self.norm2(x))))
+        return (x + self.dropout(h, rngs=rngs)) * mask
+
+
+class CTCAligner(nnx.Module):
+    """log-mel [B, T, n_mels] + frame mask [B, T] -> log-probs [B, T, V + 1] (blank = index V)."""
+
+    def __init__(
+        self,
+        *,
+        n_mels: int,
+        vocab_size: int,
+        dim: int,
+        conv_layers: int,
+        kernel: int,
+        attn_layers: int,
+        heads: int,
+        dropout: float,
+        rngs: nnx.Rngs,
+    ):
+        self.vocab_size = vocab_size
+        self.inp = _dense(n_mels, dim, (None, "embed"), rngs)
+        # Dilations cycle 1, 2, 4, 8 so context grows geometrically but stays local-first.
+        self.convs = nnx.List(
+            [ConvBlock(dim, kernel, 2 ** (i % 4), dropout, rngs=rngs) for i in range(conv_layers)]
+        )
+        self.attn = nnx.List(
+            [EncoderLayer(dim, heads, dropout, rngs=rngs) for _ in range(attn_layers)]
+        )
+        self.out_norm = _layer_norm(dim, rngs)
+        self.head = _dense(dim, vocab_size + 1, ("embed", "vocab"), rngs)
+
+    def __call__(
+        self, mel: jax.Array, frame_mask: jax.Array, *, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
+        mask = frame_mask[..., None].astype(mel.dtype)
+        # Per-utterance, per-channel normalisation over real frames only.
+        count = jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1.0)
+        mean = jnp.sum(mel * mask, axis=1, keepdims=True) / count
+        var = jnp.sum(jnp.square(mel - mean) * mask, axis=1, keepdims=True) / count
+        x = (mel - mean) * jax.lax.rsqrt(var + 1e-5) * mask
+        h = self.inp(x) * mask
+        for block in self.convs:
+            h = block(h, mask, rngs)
+        for layer in self.attn:
+            h = layer(h, mask, rngs)
+        logits = self.head(self.out_norm(h)).astype(jnp.float32)
+        return jax.nn.log_softmax(logits, axis=-1)
+
+
+def phoneme_log_probs(log_probs: jax.Array) -> jax.Array:
+    """Blank-free per-frame log-probs [..., V]: the softmax renormalised over phoneme classes."""
+    return jax.nn.log_softmax(log_probs[..., :-1], axis=-1)
+
+
+def ctc_loss(
+    log_probs: jax.Array, frame_mask: jax.Array, labels: jax.Array, label_mask: jax.Array
+) -> jax.Array:
+    """Per-utterance CTC negative log-likelihood [B] (blank = last class)."""
+    return optax.ctc_loss(
+        log_probs,
+        1.0 - frame_mask.astype(jnp.float32),
+        labels,
+        1.0 - label_mask.astype(jnp.float32),
+        blank_id=log_probs.shape[-1] - 1,
+    )
+
+
+def forward_sum_loss(
+    phone_log_probs: jax.Array, frame_mask: jax.Array, labels: jax.Array, label_mask: jax.Array
+) -> jax.Array:
+    """Per-utterance -log sum over monotonic segmentations (tokens >= 1 frame) [B].
+
+    alpha[t, n] = e[t, n] + logaddexp(alpha[t-1, n], alpha[t-1, n-1]); padded frames carry alpha
+    unchanged, and the answer is alpha at the last real token after the last real frame.
+    """
+    emis = jnp.take_along_axis(phone_log_probs, labels[:, None, :], axis=-1)  # [B, T, N]
+    neg = jnp.asarray(-1e9, emis.dtype)
+    emis = jnp.where(label_mask[:, None, :] > 0, emis, neg)
+    b, _, n = emis.shape
+    alpha0 = jnp.full((b, n), neg).at[:, 0].set(emis[:, 0, 0])
+
+    def step(alpha, xs):
+        e_t, m_t = xs
+        shifted = jnp.concatenate([jnp.full((b, 1), neg), alpha[:, :-1]], axis=1)
+        new = jnp.logaddexp(alpha, shifted) + e_t
+        return jnp.where(m_t[:, None] > 0, new, alpha), None
+
+    xs = (jnp.swapaxes(emis[:, 1:], 0, 1), jnp.swapaxes(frame_mask[:, 1:], 0, 1))
+    alpha, _ = jax.lax.scan(step, alpha0, xs)
+    last = jnp.sum(label_mask, axis=1).astype(jnp.int32) - 1
+    return -jnp.take_along_axis(alpha, last[:, None], axis=1)[:, 0]
+
+
+def flat_start_loss(
+    phone_log_probs: jax.Array, frame_mask: jax.Array, labels: jax.Array, label_mask: jax.Array
+) -> jax.Array:
+    """Per-utterance frame cross-entropy [B] against a uniform segmentation of the transcript.
+
+    The classic HMM "flat start": token n is assumed to cover frames [n T/N, (n+1) T/N). It is
+    wrong in detail but right on average, and it breaks the symmetry that otherwise lets the
+    forward-sum loss settle into a degenerate optimum (one always-present token, e.g. the leading
+    silence, predicted everywhere and stretched over the utterance).
+    """
+    n_frames = jnp.maximum(jnp.sum(frame_mask, axis=1, keepdims=True), 1.0)
+    n_tokens = jnp.sum(label_mask, axis=1, keepdims=True)
+    t = jnp.arange(frame_mask.shape[1], dtype=jnp.float32)[None, :] + 0.5
+    pos = jnp.clip(jnp.floor(t * n_tokens / n_frames), 0, n_tokens - 1).astype(jnp.int32)
+    target = jnp.take_along_axis(labels, pos, axis=1)  # [B, T]
+    ce = -jnp.take_along_axis(phone_log_probs, target[..., None], axis=-1)[..., 0]
+    return jnp.sum(ce * frame_mask, axis=1)
+
+
+def aligner_losses(
+    model: CTCAligner,
+    batch: dict[str, jax.Array],
+    *,
+    forward_sum_weight: jax.Array | float,
+    flat_start_weight: jax.Array | float = 0.0,
+    rngs: nnx.Rngs | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean per-frame CTC + weight * forward-sum (+ flat-start CE) loss; metrics per frame."""
+    frame_mask = batch["frame_mask"].astype(jnp.float32)
+    label_mask = batch["phoneme_mask"].astype(jnp.float32)
+    log_probs = model(batch["mel"], frame_mask, rngs=rngs)
+    frames = jnp.maximum(jnp.sum(frame_mask), 1.0)
+    ctc = jnp.sum(ctc_loss(log_probs, frame_mask, batch["phonemes"], label_mask)) / frames
+    phone = phoneme_log_probs(log_probs)
+    fs = jnp.sum(forward_sum_loss(phone, frame_mask, batch["phonemes"], label_mask)) / frames
+    flat = jnp.sum(flat_start_loss(phone, frame_mask, batch["phonemes"], label_mask)) / frames
+    loss = ctc + forward_sum_weight * fs + flat_start_weight * flat
+    metrics = {"ctc_per_frame": ctc, "forward_sum_per_frame": fs, "flat_start_per_frame": flat}
+    return loss, metrics

@@ -1,0 +1,482 @@
+"""One command from a corpus on disk to a training-ready TFDS dataset, every invariant checked.
+
+Stages (each utterance that fails is reported with its reason and skipped; the rest go on):
+
+1. **Read** the corpus (any layout of ``data/readers.py``; a folder holding several corpora, such
+   as the embedded corpus's ``train/`` and ``heldout/``, gives one split per sub-corpus).
+2. **Text**: normalise and phonemize every transcript in one batched G2P call; encode with the
+   dataset's versioned phoneme vocabulary (unknown symbols -> rejected).
+3. **Audio** in parallel worker processes: load (any rate/channels -> 16 kHz mono), loudness
+   normalisation, optional silence trimming, length limits, pad to whole frames, pitch (log-F0 +
+   voiced at the codec hop, never NaN) and log-mel (for the aligner). Cached per utterance under
+   ``<data_dir>/_work`` so an interrupted run resumes.
+4. **Durations in codec frames**: exact timings when the corpus ships them (the embedded corpus),
+   Praat/MFA TextGrids whose phones are our tokens, else the built-in CTC aligner trained on the
+   corpus itself. Boundaries are rounded, not durations, so ``sum(durations) == n_frames``.
+5. **Write** the TFDS ArrayRecord dataset (``data/tfds_builder.py``) plus ``vocab.json``,
+   ``speakers.json``, a dataset card (``card.json``, ``card.md``, ``lengths.png``) and
+   ``rejected.tsv`` beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from etils import epath
+from tqdm import tqdm
+
+from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # 80 frames per second
+
+
+@dataclasses.dataclass
+class PrepareOptions:
+    """Knobs of the preparation; defaults suit read speech."""
+
+    layout: str | None = None
+    name: str = "corpus"
+    durations: str = "auto"  # auto | aligner | exact
+    aligner_preset: str = "tiny"
+    pitch_method: str = "harvest"  # harvest (accurate) | dio (fast)
+    trim_silence: bool = False
+    min_seconds: float = 0.5
+    max_seconds: float = 20.0
+    num_workers: int | None = None
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class PrepareResult:
+    dataset_dir: epath.Path
+    card: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------ reading
+def _split_name(path: epath.Path) -> str:
+    name = re.sub(r"[^0-9a-zA-Z_]", "_", path.name).strip("_").lower()
+    return name or "train"
+
+
+def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[str, Any]]:
+    """(split name, CorpusListing) for each corpus path, or each sub-corpus of a folder."""
+    from naturalspeech2_jax.data import readers
+
+    out = []
+    for corpus in corpora:
+        path = epath.Path(corpus)
+        if not path.is_dir():
+            raise FileNotFoundError(f"corpus {path} is not a directory; pass a corpus folder.")
+        subs = []
+        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+            try:
+                if layout or readers.detect_layout(sub) != "folder":
+                    subs.append((_split_name(sub), readers.read_corpus(sub, layout=layout)))
+            except readers.CorpusError:
+                continue
+        try:
+            # A folder of corpora (train/, dev/ ...) would also read as one plain "folder"
+            # corpus; the structured sub-corpora win then.
+            root_layout = layout or readers.detect_layout(path)
+            if not (subs and root_layout == "folder"):
+                out.append((_split_name(path), readers.read_corpus(path, layout=layout)))
+                continue
+        except readers.CorpusError:
+            pass
+        if not subs:
+            raise ValueError(
+                f"{path} is not a corpus of any known layout and holds none; give "
+                "--layout=kaldi|libritts|librispeech|vctk|mls|ljspeech|folder or another path."
+            )
+        out.extend(subs)
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two corpora map to the same split name in {names}; rename a folder.")
+    return out
+
+
+# ------------------------------------------------------------------------------------ audio
+def _audio_features(job: tuple) -> tuple[str, str | None]:
+    """Worker: one utterance -> cached npz (audio int16, log_f0, voiced, mel). Returns a reason
+    string when the utterance must be rejected."""
+    utt_id, path, start, end, cache, opts = job
+    if os.path.exists(cache):
+        return utt_id, None
+    from naturalspeech2_jax.audio import (
+        AudioError,
+        extract_pitch,
+        load_audio,
+        log_mel_spectrogram,
+        normalize_loudness,
+        pad_or_trim_to_frames,
+        trim_silence,
+    )
+
+    try:
+        wav = load_audio(path, start=start, end=end)
+    except AudioError as e:
+        return utt_id, f"unreadable audio: {e}"
+    seconds = len(wav) / SAMPLE_RATE
+    if seconds == 0 or not np.any(wav):
+        return utt_id, "empty or silent audio"
+    if opts["trim_silence"]:
+        wav = trim_silence(wav)
+    seconds = len(wav) / SAMPLE_RATE
+    if seconds < opts["min_seconds"]:
+        return utt_id, f"too short ({seconds:.2f} s < {opts['min_seconds']} s)"
+    if seconds > opts["max_seconds"]:
+        return utt_id, f"too long ({seconds:.2f} s > {opts['max_seconds']} s)"
+    wav = pad_or_trim_to_frames(normalize_loudness(wav))
+    log_f0, voiced = extract_pitch(wav, method=opts["pitch_method"])
+    mel = log_mel_spectrogram(wav)
+    n = len(wav) // HOP_LENGTH
+    if len(log_f0) != n or len(mel) != n:
+        return utt_id, f"feature frames {len(log_f0)}/{len(mel)} != audio frames {n}"
+    audio = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)
+    tmp = cache + ".tmp.npz"
+    np.savez(
+        tmp,
+        audio=audio,
+        log_f0=log_f0.astype(np.float32),
+        voiced=voiced.astype(np.int8),
+        mel=mel.astype(np.float16),
+    )
+    os.replace(tmp, cache)
+    return utt_id, None
+
+
+# ------------------------------------------------------------------------------------ durations
+def boundaries_to_durations(times_s: Sequence[float], n_frames: int) -> np.ndarray:
+    """Token end times (seconds) -> int frame durations summing to ``n_frames``.
+
+    Each boundary is rounded to the nearest frame edge (so the error never accumulates); the last
+    boundary is the end of the audio. Durations may be 0 (e.g. a ``<wb>`` without a pause).
+    """
+    edges = np.floor(np.asarray(times_s, np.float64) * FRAME_RATE + 0.5).astype(np.int64)
+    edges = np.clip(np.maximum.accumulate(edges), 0, n_frames)
+    edges[-1] = n_frames
+    return np.diff(np.concatenate([[0], edges])).astype(np.int32)
+
+
+def exact_durations(alignment_file: epath.Path, tokens: Sequence[str], n_frames: int):
+    """Durations from an embedded-corpus alignment file whose tokens must equal ``tokens``."""
+    data = json.loads(alignment_file.read_text())
+    got = [t["token"] for t in data["tokens"]]
+    if got != list(tokens):
+        raise ValueError(f"alignment tokens differ from the G2P tokens in {alignment_file}")
+    return boundaries_to_durations([t["end_s"] for t in data["tokens"]], n_frames)
+
+
+def textgrid_durations(path: str, tokens: Sequence[str], n_frames: int) -> np.ndarray | None:
+    """Durations from a TextGrid whose phone labels are our tokens (silences aside), else None.
+
+    MFA's phone sets (ARPAbet, MFA IPA) are not espeak-ng's tokens; such files cannot give
+    per-token durations for our sequence, and the aligner is used instead.
+    """
+    from naturalspeech2_jax.align.textgrid import find_phone_tier, read_textgrid
+
+    tier = find_phone_tier(read_textgrid(path))
+    labels = [(iv.text if hasattr(iv, "text") else iv[2]) for iv in tier.intervals]
+    ends = [(iv.xmax if hasattr(iv, "xmax") else iv[1]) for iv in tier.intervals]
+    silence = {"", "sil", "sp", "spn", "<sil>"}
+    ours = [t for t in tokens if t != "<wb>"]
+    theirs = ["<sil>" if lab.strip() in silence else lab.strip() for lab in labels]
+    if theirs != ours:
+        return None
+    durs = list(boundaries_to_durations(ends, n_frames))
+    out, k = [], 0
+    for t in tokens:  # <wb> tokens are zero-width between the TextGrid's phones
+        if t == "<wb>":
+            out.append(0)
+        else:
+            out.append(durs[k])
+            k += 1
+    return np.asarray(out, np.int32)
+
+
+# ------------------------------------------------------------------------------------ card
+def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rejected) -> None:
+    (out / "card.json").write_text(json.dumps(card, indent=1))
+    with (out / "rejected.tsv").open("w") as f:
+        f.write("split\titem\treason\n")
+        for split, item, reason in rejected:
+            f.write(f"{split}\t{item}\t{reason}\n")
+    lines = [f"# Dataset card: {card['name']}", "", f"Source: {', '.join(card['corpora'])}", ""]
+    lines += ["| split | utterances | speakers | hours |", "|---|---|---|---|"]
+    for split, s in card["splits"].items():
+        lines.append(f"| {split} | {s['utterances']} | {s['speakers']} | {s['hours']:.3f} |")
+    lines += [
+        "",
+        f"Durations from: {card['durations_source']}",
+        f"Rejected: {card['rejected_total']} ({card['rejected_by_reason']})",
+        f"Phoneme vocabulary version: {card['vocab_version']}",
+        "",
+        "![lengths](lengths.png)",
+        "",
+    ]
+    (out / "card.md").write_text("\n".join(lines))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for split, frames in lengths.items():
+        ax.hist(frames / FRAME_RATE, bins=30, alpha=0.6, label=split)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("utterances")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(str(out / "lengths.png"), dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ main
+def prepare_corpus(
+    corpus: str | os.PathLike | Sequence[str | os.PathLike],
+    data_dir: str | os.PathLike,
+    options: PrepareOptions | None = None,
+    **overrides: Any,
+) -> PrepareResult:
+    """Prepare one or more corpora into ``data_dir/<name>/<version>`` (see module docstring)."""
+    from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset
+    from naturalspeech2_jax.text.g2p import phonemize_batch
+    from naturalspeech2_jax.text.vocab import UnknownSymbolError, default_vocab
+
+    opts = dataclasses.replace(options or PrepareOptions(), **overrides)
+    if opts.durations not in ("auto", "aligner", "exact"):
+        raise ValueError(f"durations={opts.durations!r}; use auto, aligner or exact.")
+    corpora = [os.fspath(corpus)] if isinstance(corpus, str | os.PathLike) else list(corpus)
+    data_dir = epath.Path(data_dir)
+    out_dir = data_dir / opts.name / VERSION
+    if (out_dir / "card.json").exists():
+        log.info("%s is already prepared; delete it to prepare again", out_dir)
+        return PrepareResult(out_dir, json.loads((out_dir / "card.json").read_text()))
+    start_time = time.time()
+    work = data_dir / "_work" / opts.name
+    work.mkdir(parents=True, exist_ok=True)
+    splits = discover_splits(corpora, opts.layout)
+    rejected: list[tuple[str, str, str]] = []
+    for split, listing in splits:
+        rejected += [(split, str(item), reason) for item, reason in listing.problems]
+
+    # Text: one batched G2P call for everything.
+    vocab = default_vocab()
+    utts = [(split, u) for split, listing in splits for u in listing]
+    phon = phonemize_batch([u.text for _, u in utts], on_error="none")
+    items = []  # (split, utterance, tokens, ids)
+    for (split, u), tokens in zip(utts, phon, strict=True):
+        if tokens is None:
+            rejected.append((split, u.id, "text has nothing pronounceable"))
+            continue
+        try:
+            items.append((split, u, tokens, vocab.encode(tokens)))
+        except UnknownSymbolError as e:
+            rejected.append((split, u.id, f"unknown symbols: {e}"))
+
+    # Audio features in parallel (spawned workers: never fork a process that runs JAX).
+    worker_opts = dict(
+        trim_silence=opts.trim_silence,
+        min_seconds=opts.min_seconds,
+        max_seconds=opts.max_seconds,
+        pitch_method=opts.pitch_method,
+    )
+    jobs = []
+    for split, u, _, _ in items:
+        (work / split).mkdir(parents=True, exist_ok=True)
+        cache = os.fspath(work / split / f"{u.id}.npz")
+        jobs.append((u.id, os.fspath(u.audio_path), u.start, u.end, cache, worker_opts))
+    workers = opts.num_workers or os.cpu_count() or 1
+    failed: dict[str, str] = {}
+    bar = tqdm(total=len(jobs), desc="audio features", unit="utt", disable=not opts.progress)
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for utt_id, reason in pool.imap_unordered(_audio_features, jobs, chunksize=4):
+                if reason:
+                    failed[utt_id] = reason
+                bar.update(1)
+    else:
+        for job in jobs:
+            utt_id, reason = _audio_features(job)
+            if reason:
+                failed[utt_id] = reason
+            bar.update(1)
+    bar.close()
+    feature_seconds = time.time() - start_time
+    kept = []
+    for split, u, tokens, ids in items:
+        if u.id in failed:
+            rejected.append((split, u.id, failed[u.id]))
+        else:
+            kept.append((split, u, tokens, ids))
+
+    durations, source_counts, align_report = _durations(kept, work, opts)
+    for split, u, _, _ in kept:
+        if isinstance(durations.get(u.id), str):
+            rejected.append((split, u.id, durations[u.id]))
+
+    speakers = sorted({u.speaker for _, u, _, _ in kept})
+    speaker_ids = {s: i for i, s in enumerate(speakers)}
+    final = [(s, u, t, i) for s, u, t, i in kept if not isinstance(durations.get(u.id), str)]
+
+    def split_examples(split_name: str):
+        def gen():
+            for split, u, _, ids in final:
+                if split != split_name:
+                    continue
+                with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
+                    yield {
+                        "id": u.id,
+                        "text": u.text,
+                        "speaker": u.speaker,
+                        "speaker_id": speaker_ids[u.speaker],
+                        "audio": f["audio"],
+                        "phonemes": np.asarray(ids, np.int32),
+                        "durations": durations[u.id],
+                        "log_f0": f["log_f0"],
+                        "voiced": f["voiced"],
+                    }
+
+        return gen
+
+    split_names = [s for s, _ in splits if any(x[0] == s for x in final)]
+    if not split_names:
+        raise ValueError(
+            f"no utterance of {corpora} survived preparation; see the reasons: "
+            f"{Counter(r for _, _, r in rejected).most_common(5)}"
+        )
+    out_dir = write_dataset(
+        data_dir,
+        opts.name,
+        {s: split_examples(s) for s in split_names},
+        description=f"Prepared from {', '.join(corpora)}",
+    )
+    vocab.save(out_dir / "vocab.json")
+    (out_dir / "speakers.json").write_text(json.dumps(speakers, indent=1))
+    lengths = {s: np.load(os.fspath(out_dir / f"frames_{s}.npy")) for s in split_names}
+    reasons = Counter(re.sub(r"[:(].*", "", r).strip() for _, _, r in rejected)
+    card = {
+        "name": opts.name,
+        "corpora": corpora,
+        "version": VERSION,
+        "vocab_version": vocab.version,
+        "splits": {
+            s: {
+                "utterances": int(len(lengths[s])),
+                "speakers": len({u.speaker for x, u, _, _ in final if x == s}),
+                "hours": float(lengths[s].sum() / FRAME_RATE / 3600),
+            }
+            for s in split_names
+        },
+        "durations_source": dict(source_counts),
+        "aligner": align_report,
+        "rejected_total": len(rejected),
+        "rejected_by_reason": dict(reasons),
+        "options": dataclasses.asdict(opts),
+        "seconds": {
+            "features": round(feature_seconds, 1),
+            "total": round(time.time() - start_time, 1),
+        },
+    }
+    total_hours = sum(v["hours"] for v in card["splits"].values())
+    card["throughput_audio_hours_per_hour"] = total_hours / max(card["seconds"]["total"], 1) * 3600
+    _write_card(out_dir, card, lengths, rejected)
+    log.info("prepared %s: %s", out_dir, json.dumps(card["splits"]))
+    return PrepareResult(out_dir, card)
+
+
+def _durations(kept, work: epath.Path, opts: PrepareOptions):
+    """Per-utterance durations (or a rejection reason string), source counts, aligner report."""
+    durations: dict[str, Any] = {}
+    sources: Counter = Counter()
+    need_aligner = []
+    exact_ref: dict[str, np.ndarray] = {}
+    for split, u, tokens, ids in kept:
+        with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
+            n_frames = len(f["log_f0"])
+        align_file = epath.Path(u.audio_path).parent.parent / "alignments" / f"{u.id}.json"
+        exact = None
+        if align_file.exists():
+            try:
+                exact = exact_durations(align_file, tokens, n_frames)
+            except ValueError as e:
+                log.warning("%s", e)
+        if exact is not None:
+            exact_ref[u.id] = exact
+        if opts.durations != "aligner" and exact is not None:
+            durations[u.id] = exact
+            sources["exact timings"] += 1
+            continue
+        if opts.durations == "exact":
+            durations[u.id] = "no exact timings for this utterance"
+            continue
+        if opts.durations == "auto" and u.textgrid_path:
+            tg = textgrid_durations(os.fspath(u.textgrid_path), tokens, n_frames)
+            if tg is not None:
+                durations[u.id] = tg
+                sources["textgrid"] += 1
+                continue
+        need_aligner.append((split, u, tokens, ids, n_frames))
+    report: dict[str, Any] = {}
+    if need_aligner:
+        report = _run_aligner(need_aligner, work, opts, durations, exact_ref)
+        sources["built-in aligner"] += sum(
+            1 for _, u, *_ in need_aligner if not isinstance(durations.get(u.id), str)
+        )
+    return durations, sources, report
+
+
+def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, exact_ref: dict):
+    """Train the CTC aligner on these utterances, align each one, score against exact timings."""
+    from naturalspeech2_jax.align import api as align_api
+
+    examples = []
+    for split, u, _, ids, _ in jobs:
+        with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
+            examples.append(
+                {"mel": f["mel"].astype(np.float32), "phonemes": np.asarray(ids, np.int32)}
+            )
+    start = time.time()
+    aligner_dir = work / "aligner"
+    align_api.train_aligner(examples, os.fspath(aligner_dir), preset=opts.aligner_preset)
+    aligner = align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))
+    train_seconds = time.time() - start
+    errors = []
+    for (_, u, _, _, n_frames), ex in zip(jobs, examples, strict=True):
+        try:
+            d = np.asarray(aligner.align(ex["mel"], ex["phonemes"]), np.int32)
+        except align_api.AlignmentError as e:
+            durations[u.id] = f"alignment failure: {e}"
+            continue
+        if int(d.sum()) != n_frames:
+            durations[u.id] = f"alignment failure: durations sum {int(d.sum())} != {n_frames}"
+            continue
+        durations[u.id] = d
+        if u.id in exact_ref:
+            errors.append(align_api.boundary_errors_ms(d, exact_ref[u.id]))
+    report = {
+        "utterances": len(jobs),
+        "train_seconds": round(train_seconds, 1),
+        "align_seconds": round(time.time() - start - train_seconds, 1),
+    }
+    if errors:
+        all_err = np.concatenate(errors)
+        report["boundary_error_ms"] = {
+            "median": float(np.median(all_err)),
+            "mean": float(np.mean(all_err)),
+            "p90": float(np.percentile(all_err, 90)),
+            "within_25ms": float(np.mean(all_err <= 25)),
+        }
+    return report

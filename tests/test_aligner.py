@@ -1,0 +1,187 @@
+"""The built-in aligner: exact Viterbi, its losses, bucketed data, and end-to-end alignment of a
+synthetic "speech" corpus with known durations (trained through the generic loop)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from naturalspeech2_jax.align import aligner_task, api, ctc
+from naturalspeech2_jax.align.viterbi import AlignmentError, boundary_errors_ms, viterbi_align
+
+
+def _emissions_from_durations(durations, noise=0.0, seed=0):
+    """[T, N] log-probs: 0 on each token's true frames, -4 elsewhere (+ optional noise)."""
+    labels = np.repeat(np.arange(len(durations)), durations)
+    e = np.where(labels[:, None] == np.arange(len(durations))[None, :], 0.0, -4.0)
+    return e + noise * np.random.default_rng(seed).normal(size=e.shape)
+
+
+def _path_score(e, durations):
+    ends = np.cumsum(durations)
+    return sum(
+        e[end - d : end, n].sum() for n, (d, end) in enumerate(zip(durations, ends, strict=True))
+    )
+
+
+# ---------------------------------------------------------------------------------- Viterbi
+def test_viterbi_recovers_known_durations_exactly():
+    durations = np.array([3, 1, 7, 2, 5, 1, 4])
+    out = viterbi_align(_emissions_from_durations(durations, noise=0.5))
+    np.testing.assert_array_equal(out.durations, durations)
+    assert out.durations.dtype == np.int32 and out.durations.sum() == durations.sum()
+    assert out.token_logprob.shape == (7,) and -1.0 < out.confidence <= 0.5
+
+
+def test_viterbi_is_optimal_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        t = int(rng.integers(3, 9))
+        n = int(rng.integers(1, min(t, 4) + 1))
+        e = rng.normal(size=(t, n))
+        m = rng.integers(0, 3, n)
+        if m.sum() > t:
+            continue
+        best = max(
+            _path_score(e, np.diff((0, *c, t)))
+            for c in itertools.combinations_with_replacement(range(t + 1), n - 1)
+            if np.all(np.diff((0, *c, t)) >= m)
+        )
+        out = viterbi_align(e, m)
+        assert out.durations.sum() == t and np.all(out.durations >= m)
+        assert _path_score(e, out.durations) == pytest.approx(best, abs=1e-9)
+
+
+def test_min_frames_zero_lets_optional_tokens_vanish_or_take_a_pause():
+    # sil a [wb] b sil: the word boundary has no frames of its own -> 0 frames when allowed.
+    durations = np.array([2, 4, 0, 3, 2])
+    e = _emissions_from_durations(durations)
+    min_frames = np.array([1, 1, 0, 1, 1])
+    np.testing.assert_array_equal(viterbi_align(e, min_frames).durations, durations)
+    forced = viterbi_align(e, 1).durations  # with the default minimum it must take a frame
+    assert forced[2] == 1 and forced.sum() == e.shape[0]
+    # An optional pause token that does match frames takes them.
+    durations = np.array([3, 2, 3])
+    np.testing.assert_array_equal(viterbi_align(_emissions_from_durations(durations), 0).durations,
+                                  durations)  # fmt: skip
+
+
+def test_viterbi_rejects_impossible_or_untrustworthy_alignments():
+    with pytest.raises(AlignmentError, match="cannot hold"):
+        viterbi_align(np.zeros((3, 5)))
+    with pytest.raises(AlignmentError, match="cannot hold"):
+        viterbi_align(np.zeros((5, 3)), min_frames=np.array([2, 2, 2]))
+    bad = np.full((10, 3), np.log(1e-4))
+    with pytest.raises(AlignmentError, match="confidence"):
+        viterbi_align(bad, min_confidence=-3.0)
+    assert viterbi_align(bad, min_confidence=-10.0).durations.sum() == 10
+
+
+def test_viterbi_is_fast_on_long_utterances():
+    # 1500 frames (18.75 s) x 200 tokens: the worst case the data pipeline sends.
+    e = np.log(np.random.default_rng(0).dirichlet(np.ones(200), size=1500))
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        out = viterbi_align(e)
+        times.append(time.perf_counter() - start)
+    assert out.durations.sum() == 1500 and np.all(out.durations >= 1)
+    # The best of 5 (robust to other processes sharing the CPU); typically 5-10 ms.
+    assert min(times) < 0.05, f"Viterbi took {min(times) * 1e3:.1f} ms per utterance"
+
+
+def test_boundary_errors_ms():
+    err = boundary_errors_ms([2, 3, 5], [3, 3, 4])  # boundaries 2,5 vs 3,6; same end
+    np.testing.assert_allclose(err, [12.5, 12.5])
+    np.testing.assert_allclose(boundary_errors_ms([2, 3], [2, 4]), [0.0, 12.5])
+
+
+# ----------------------------------------------------------------------------------- losses
+def test_forward_sum_loss_equals_brute_force_sum_over_segmentations():
+    rng = np.random.default_rng(1)
+    lp = jax.nn.log_softmax(jnp.asarray(rng.normal(size=(2, 7, 5)), jnp.float32), -1)
+    labels = jnp.array([[1, 3, 2], [4, 0, 0]])
+    label_mask = jnp.array([[1, 1, 1], [1, 0, 0]], jnp.float32)
+    frame_mask = jnp.array([[1] * 7, [1] * 5 + [0] * 2], jnp.float32)
+    got = np.asarray(ctc.forward_sum_loss(lp, frame_mask, labels, label_mask))
+
+    def brute(x, lab, t):
+        scores = [
+            _path_score(x[:t, lab], np.diff((0, *c, t)))
+            for c in itertools.combinations(range(1, t), len(lab) - 1)
+        ]
+        return -np.logaddexp.reduce(scores)
+
+    x = np.asarray(lp, np.float64)
+    np.testing.assert_allclose(got, [brute(x[0], [1, 3, 2], 7), brute(x[1], [4], 5)], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- data
+def test_examples_roundtrip_and_bucket_plan(tmp_path):
+    examples = aligner_task.synthetic_tone_examples(40, vocab_size=16, seed=3)
+    path = str(tmp_path / "ex.npz")
+    aligner_task.save_examples(path, examples)
+    back = aligner_task.load_examples(path)
+    assert len(back) == 40
+    for a, b in zip(examples, back, strict=True):
+        for k in ("mel", "phonemes", "durations"):
+            np.testing.assert_array_equal(a[k], b[k])
+        assert a["durations"].sum() == len(a["mel"])
+    buckets = ((128, 32), (200, 32), (320, 32))
+    ids = aligner_task.assign_buckets(examples + [{"mel": np.zeros((2, 80)), "phonemes": [1] * 3}],
+                                      buckets)  # fmt: skip
+    assert ids[-1] == -1 and np.all(ids[:-1] >= 0)
+    plan = aligner_task.bucket_plan(ids[:-1], group=8, min_length=400, seed=0)
+    assert len(plan) >= 400 and len(plan) % 8 == 0
+    for g in plan.reshape(-1, 8):  # every global batch from one bucket -> one shape
+        assert len(set(ids[g])) == 1
+
+
+# ------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("aligner")
+    train = aligner_task.synthetic_tone_examples(512, vocab_size=16, seed=0)
+    start = time.perf_counter()
+    # One device (the loop's mesh tests cover 8) and no in-loop evaluation: the test evaluates.
+    ckpt = api.train_aligner(train, str(workdir), preset="smoke", num_devices=1, eval_every=0)
+    seconds = time.perf_counter() - start
+    return workdir, ckpt, seconds
+
+
+def test_smoke_aligner_aligns_held_out_synthetic_speech(trained):
+    workdir, ckpt, seconds = trained
+    assert (workdir / "checkpoints").exists() and ckpt.endswith("checkpoints")
+    aligner = api.Aligner.from_checkpoint(str(workdir))
+    held_out = aligner_task.synthetic_tone_examples(48, vocab_size=16, seed=777)
+    results = aligner.align_batch([e["mel"] for e in held_out], [e["phonemes"] for e in held_out])
+    errors = []
+    for r, e in zip(results, held_out, strict=True):
+        assert r.durations.sum() == len(e["mel"]) and np.all(r.durations >= 1)
+        errors.append(boundary_errors_ms(r.durations, e["durations"]))
+    errors = np.concatenate(errors)
+    median, within = float(np.median(errors)), float(np.mean(errors <= 25.0))
+    print(f"smoke aligner: trained in {seconds:.0f} s; median boundary error {median} ms, "
+          f"{within:.1%} within 25 ms")  # fmt: skip
+    # Stated threshold: median below 2 frames (25 ms), and 90% of boundaries within 2 frames.
+    assert median < 25.0 and within >= 0.9
+    one = aligner.align(held_out[0]["mel"], held_out[0]["phonemes"])
+    np.testing.assert_array_equal(one, results[0].durations)
+
+
+def test_aligner_rejects_bad_inputs(trained):
+    aligner = api.Aligner.from_checkpoint(str(trained[0]))
+    mel = np.zeros((4, 80), np.float32)
+    with pytest.raises(AlignmentError):
+        aligner.align(mel, np.array([1, 2, 3, 4, 5]))
+    out = aligner.align_batch([mel, mel], [np.array([1, 2]), np.arange(1, 9)], on_error="return")
+    assert out[0].durations.sum() == 4 and isinstance(out[1], AlignmentError)
+    with pytest.raises(ValueError, match="vocab"):
+        aligner.align(mel, np.array([99]))
+    with pytest.raises(FileNotFoundError, match="not an aligner workdir"):
+        api.Aligner.from_checkpoint(str(trained[0] / "nowhere"))
