@@ -193,3 +193,25 @@ def test_temperature_shrinks_and_guidance_extrapolates():
     u = lambda z, t: z
     assert guided(c, u, 1.0) is c
     np.testing.assert_allclose(guided(c, u, 3.0)(jnp.zeros(2), None), 3.0)
+
+
+def test_sample_frames_picks_distinct_valid_frames():
+    b, t = 3, 20
+    mask = np.zeros((b, t), np.float32)
+    mask[0, :20], mask[1, :7], mask[2, :12] = 1, 1, 1
+    z = np.arange(b * t, dtype=np.float32).reshape(b, t, 1) + 1.0
+    codes = np.arange(b * t).reshape(b, t, 1)
+    zs, cs, ms = jax.jit(lambda k: L.sample_frames(k, 10, z, codes, mask))(jax.random.key(0))
+    zs, cs, ms = np.asarray(zs), np.asarray(cs), np.asarray(ms)
+    assert zs.shape == (b, 10, 1) and ms.sum(1).tolist() == [10, 7, 10]
+    for i in range(b):
+        picked = cs[i, ms[i] > 0, 0]
+        assert len(set(picked)) == len(picked)  # without replacement
+        assert np.all(mask.reshape(-1)[picked] > 0)  # only valid frames
+        np.testing.assert_array_equal(zs[i, ms[i] > 0, 0], z.reshape(-1)[picked])
+    # Unbiased: over many draws each valid frame of row 0 is picked about half the time.
+    draw = jax.jit(jax.vmap(lambda k: L.sample_frames(k, 10, z, codes, mask)[1]))
+    picked = np.asarray(draw(jax.random.split(jax.random.key(1), 200)))[:, 0, :, 0]
+    counts = np.bincount(picked.reshape(-1), minlength=t)
+    assert np.all(np.abs(counts / 200 - 0.5) < 0.15)
+    assert L.sample_frames(jax.random.key(0), 0, z, codes, mask)[0] is z

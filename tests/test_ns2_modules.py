@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import load_config
 from flax import nnx
 
 from naturalspeech2_jax.diffusion import losses as L
@@ -24,6 +25,7 @@ from naturalspeech2_jax.models.prior import (
 from naturalspeech2_jax.models.prompt import PromptEncoder, QueryAttention
 from naturalspeech2_jax.models.transformer import MultiHeadAttention, TransformerEncoder
 from naturalspeech2_jax.models.wavenet import WaveNetDenoiser
+from naturalspeech2_jax.train import loop
 
 CB_SHAPE = (4, 16, 16)  # quantizers, codes, latent dim (smoke)
 
@@ -219,7 +221,10 @@ def test_paper_param_counts_within_10_percent():
         "prompt_encoder": 69e6,
         "diffusion": 183e6,
     }
-    counts = abstract_param_counts("paper")
+    # Exactly what `launch/train.py --config=configs/diffusion.py:paper --dry_run` prints.
+    counts = loop.param_counts(load_config("diffusion", "paper"))
+    assert set(counts) == {*PARAM_GROUPS, "total"}
+    assert abstract_param_counts("paper") == counts
     for name, want in paper.items():
         assert abs(counts[name] / want - 1) < 0.10, (name, counts[name])
     assert abs(counts["total"] / 408e6 - 1) < 0.10

@@ -101,6 +101,21 @@ def ce_rvq_loss(
     return masked_mean(nll, mask)
 
 
+def sample_frames(
+    rng: jax.Array, n: int, z: jax.Array, codes: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``n`` random valid frames per row of (z [B, T, D], codes [B, T, R], mask [B, T]), without
+    replacement; rows with fewer valid frames keep them all (the rest masked). n <= 0 or n >= T:
+    everything unchanged. The masked mean of a per-frame loss over the subset is an unbiased
+    estimate of its mean over all valid frames (per row)."""
+    if n <= 0 or n >= mask.shape[1]:
+        return z, codes, mask
+    keys = jax.random.uniform(rng, mask.shape) + 2.0 * (mask <= 0)  # valid frames sort first
+    idx = jnp.argsort(keys, axis=1)[:, :n]
+    take = lambda x: jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+    return take(z), take(codes), take(mask)
+
+
 def duration_loss(log_dur_pred: jax.Array, durations: jax.Array, token_mask: jax.Array):
     """L1 between predicted log(1 + d) and log(1 + d_true), over valid tokens."""
     target = jnp.log1p(durations.astype(jnp.float32))

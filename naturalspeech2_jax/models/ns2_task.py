@@ -41,7 +41,11 @@ from etils import epath
 from flax import nnx
 
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
-from naturalspeech2_jax.models.ns2 import NaturalSpeech2, param_count_groups
+from naturalspeech2_jax.models.ns2 import (
+    NaturalSpeech2,
+    fast_abstract_tracing,
+    param_count_groups,
+)
 from naturalspeech2_jax.train.task import ParamGroup, register_task
 
 log = logging.getLogger(__name__)
@@ -347,7 +351,8 @@ class NS2Task:
 
     # ------------------------------------------------------------------ model
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        return NaturalSpeech2(self.config.model, self.codebooks_shape, rngs=rngs)
+        with fast_abstract_tracing():  # the paper preset's abstract build: 2 s instead of 27 s
+            return NaturalSpeech2(self.config.model, self.codebooks_shape, rngs=rngs)
 
     def param_count_groups(self, model: nnx.Module) -> dict[str, int]:
         return param_count_groups(model)
