@@ -11,17 +11,21 @@ embedded synthetic dataset encoded by the embedded codec, once the embedded pipe
 (until then the task says in one sentence which commands make a codes dataset). Shared data:
 ``--config.data.train_splits=train,cathy --config.data.eval_split=dev``.
 
-Hardware and Expected results:
-  * smoke: tests only (seconds on CPU; 0.3M parameters with a 16 x 1024 x 256 codec).
-  * tiny (TINY_PARAMS parameters): 2 CPU cores, TINY_STEP s/step, TINY_FPS latent frames/s
-    (batch 8, frames bucketed 256-640); model/data falls from about 1 towards 0.3-0.5 and
-    model/duration_l1 below 0.3 within the first thousand steps. 20K steps (about a day on 2
-    cores, an hour on one GPU) for intelligible speech in unseen voices.
-  * base: one GPU (bfloat16 compute), 20-100 h of speech, 200K steps.
+Hardware and Expected results (measured; no trained codec existed yet, so throughput was measured
+with a random 16 x 1024 x 256 codec on the embedded smoke dataset with random codes: this config
+with a random codec, 20 steps: ``python launch/ns2_throughput.py tiny 20``):
+  * smoke (0.17M parameters): tests only; tests/test_ns2_task.py trains 3 steps + one evaluation
+    through the generic loop in about 60 s of CPU time (mostly compilation).
+  * tiny (6.3M parameters): 2 CPU cores shared with other jobs (load ~9): 5.1 s/step, i.e. about
+    600 padded latent frames/s (batch 8 in the 384-frame bucket; per step ~1450 real target and
+    ~1000 prompt frames); in 20 steps model/duration_l1 1.78 -> 1.49 and model/pitch_l1
+    4.96 -> 4.09 while model/data stays ~1.0 (warm-up is 1000 steps). Quality after 20K steps:
+    not measured yet (needs the trained codec).
+  * base (124M parameters): one GPU (bfloat16 compute), 20-100 h of speech, 200K steps.
   * paper: the paper's sizes, 16 GPUs x ~6K latent frames, AdamW 5e-4, 32K warm-up,
-    inverse-sqrt decay, 300K steps. Dry run (measured): phoneme_encoder 69.3M (paper 72M),
-    duration_predictor 34.1M (34M), pitch_predictor 49.8M (50M), prompt_encoder 69.3M (69M),
-    diffusion 181.3M (183M), total 403.8M (408M without the codec).
+    inverse-sqrt decay, 300K steps. Dry run (measured): phoneme_encoder 69.4M (paper 72M),
+    duration_predictor 34.2M (34M), pitch_predictor 50.0M (50M), prompt_encoder 69.4M (69M),
+    diffusion 181.6M (183M), total 404.6M (408M without the codec).
 
 Periodic evaluation (``eval_every``) synthesizes ``eval.num_examples`` held-out sentences with
 prompts from other utterances of held-out speakers and writes, under ``samples/step_N/``, the
