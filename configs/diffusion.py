@@ -1,0 +1,115 @@
+"""NaturalSpeech 2 (prior + speech prompt + latent diffusion) on a codec-codes dataset.
+
+    python launch/train.py --config=configs/diffusion.py:tiny --workdir=runs/ns2_tiny \
+        --config.data.dataset_dir=DATA/<name>_codes/1.0.0
+    python launch/train.py --config=configs/diffusion.py:paper --dry_run
+
+The dataset is a prepared dataset encoded by a trained codec (``launch/codec.py encode-dataset
+--checkpoint CODEC_RUN DATA/<name>/1.0.0 DATA/<name>_codes/1.0.0``); its ``codec.json`` names the
+codec run (or pass ``--config.codec.checkpoint=CODEC_RUN``). ``data.dataset_dir`` empty = the
+embedded synthetic dataset encoded by the embedded codec, once the embedded pipeline provides it
+(until then the task says in one sentence which commands make a codes dataset). Shared data:
+``--config.data.train_splits=train,cathy --config.data.eval_split=dev``.
+
+Hardware and Expected results (measured; no trained codec existed yet, so throughput was measured
+with a random 16 x 1024 x 256 codec on the embedded smoke dataset with random codes: this config
+with a random codec, 20 steps: ``python launch/ns2_throughput.py tiny 20``):
+  * smoke (0.17M parameters): tests only; tests/test_ns2_task.py trains 3 steps + one evaluation
+    through the generic loop in about 60 s of CPU time (mostly compilation).
+  * tiny (6.3M parameters): 2 CPU cores shared with other jobs (load ~9): 5.1 s/step, i.e. about
+    600 padded latent frames/s (batch 8 in the 384-frame bucket; per step ~1450 real target and
+    ~1000 prompt frames); in 20 steps model/duration_l1 1.78 -> 1.49 and model/pitch_l1
+    4.96 -> 4.09 while model/data stays ~1.0 (warm-up is 1000 steps). Quality after 20K steps:
+    not measured yet (needs the trained codec).
+  * base (124M parameters): one GPU (bfloat16 compute), 20-100 h of speech, 200K steps.
+  * paper: the paper's sizes, 16 GPUs x ~6K latent frames, AdamW 5e-4, 32K warm-up,
+    inverse-sqrt decay, 300K steps. Dry run (measured): phoneme_encoder 69.4M (paper 72M),
+    duration_predictor 34.2M (34M), pitch_predictor 50.0M (50M), prompt_encoder 69.4M (69M),
+    diffusion 181.6M (183M), total 404.6M (408M without the codec).
+
+Periodic evaluation (``eval_every``) synthesizes ``eval.num_examples`` held-out sentences with
+prompts from other utterances of held-out speakers and writes, under ``samples/step_N/``, the
+generated / ground-truth / codec-resynthesized / prompt audio, mel and pitch PNGs; metrics:
+duration error, length ratio and (when the evaluation extras are installed) WER and speaker
+similarity of generated speech, ground truth and codec resynthesis.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import base_config, select_preset
+from naturalspeech2_jax.models import ns2_task  # noqa: F401  (registers the "ns2" task)
+from naturalspeech2_jax.models.ns2 import model_config
+
+# Real speech up to 20 s (frames, at 80 per second); synthetic/short corpora up to 8 s.
+SPEECH_BUCKETS, SPEECH_TOKENS = (256, 512, 800, 1200, 1600), (64, 128, 192, 256)
+SHORT_BUCKETS, SHORT_TOKENS = (256, 384, 512, 640), (64, 96, 128)
+
+PRESETS = {
+    # name: steps, batch, lr, warm-up, buckets, token buckets, eval sampler/steps, dtype
+    "smoke": dict(steps=4, batch=8, lr=1e-3, warmup=2, buckets=(128, 256, 384), tokens=(32, 64, 96),
+                  sampler="dpm++2m", eval_steps=4, dtype="float32"),
+    "tiny": dict(steps=20000, batch=8, lr=5e-4, warmup=1000, buckets=SHORT_BUCKETS,
+                 tokens=SHORT_TOKENS, sampler="dpm++2m", eval_steps=25, dtype="float32"),
+    "base": dict(steps=200_000, batch=32, lr=5e-4, warmup=8000, buckets=SPEECH_BUCKETS,
+                 tokens=SPEECH_TOKENS, sampler="euler", eval_steps=150, dtype="bfloat16"),
+    "paper": dict(steps=300_000, batch=128, lr=5e-4, warmup=32000, buckets=SPEECH_BUCKETS,
+                  tokens=SPEECH_TOKENS, sampler="euler", eval_steps=150, dtype="bfloat16"),
+}  # fmt: skip
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset = select_preset(PRESETS, arg, __name__)
+    p = PRESETS[preset]
+    c = base_config()
+    c.preset = preset
+    c.task = "ns2"
+    c.total_steps = p["steps"]
+    c.batch_size = p["batch"]
+    c.model = model_config(preset)
+    c.codec = ml_collections.ConfigDict(
+        dict(
+            checkpoint="",  # codec run (--workdir of configs/codec.py); empty = dataset codec.json
+            num_quantizers=16,
+            codebook_size=1024,
+            latent_dim=256,
+        )
+    )
+    c.data = ml_collections.ConfigDict(
+        dict(
+            dataset_dir="",  # DATA/<name>_codes/1.0.0; empty = the embedded codes dataset
+            embedded_size="smoke" if preset == "smoke" else "default",
+            train_splits="train",  # comma-separated; the shared data: "train,cathy"
+            eval_split="heldout",  # held-out speakers; the shared data: "dev"
+            buckets=p["buckets"],  # frame buckets (a bounded number of compiled shapes)
+            token_buckets=p["tokens"],
+            num_threads=2,
+        )
+    )
+    c.eval = ml_collections.ConfigDict(
+        dict(
+            num_examples=2 if preset == "smoke" else 4,
+            sampler=p["sampler"],  # euler (paper, 150 steps) | heun | dpm++2m | sde
+            steps=p["eval_steps"],
+            temperature=1 / 1.2,
+            guidance_scale=1.0,  # > 1 needs model.prompt_drop_prob > 0
+            prompt_frames=240,  # 3 s prompts, as in the paper's evaluation
+            max_frames=max(p["buckets"][-1], 256) if preset != "smoke" else 128,
+            max_tokens=p["tokens"][-1],
+            asr="" if preset == "smoke" else "moonshine",
+            speaker_similarity=preset != "smoke",
+            seed=0,
+        )
+    )
+    c.precision.compute_dtype = p["dtype"]
+    c.optim.lr = p["lr"]
+    c.optim.warmup_steps = p["warmup"]
+    c.optim.schedule = "inverse_sqrt"
+    c.optim.weight_decay = 0.01
+    c.optim.b2 = 0.98
+    c.ema_decay = 0.0 if preset in ("smoke", "tiny") else 0.9999
+    c.log_every = 1 if preset == "smoke" else 50
+    c.eval_every = 0 if preset == "smoke" else (2000 if preset == "tiny" else 10000)
+    c.checkpoint_every = c.total_steps if preset == "smoke" else 2000
+    return c
