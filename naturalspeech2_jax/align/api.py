@@ -212,6 +212,12 @@ def train_aligner(
     aligner_task.save_examples(str(path), examples)
     config.data.kind = "npz"
     config.data.examples_path = str(path)
+    # Real utterances: speech-sized buckets (the presets' synthetic buckets stop at 4 s, which
+    # would skip most of a read-speech corpus), and checkpoints often enough that a killed
+    # preparation resumes its aligner instead of starting over.
+    config.data.buckets = aligner_config.SPEECH_BUCKETS
+    config.checkpoint_every = min(int(config.checkpoint_every), 250)
+    config.eval_every = min(int(config.eval_every), int(config.total_steps))
     top = max(int(np.max(e["phonemes"])) for e in examples if len(e["phonemes"]))
     config.model.vocab_size = max(int(config.model.vocab_size), top + 1)
     for key, value in overrides.items():
