@@ -79,11 +79,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             synth_tokens=(6, 24),
             synth_frames_per_token=(2, 12),
             synth_noise=0.6,
+            # token ids that may take zero frames (word boundaries, silences, punctuation);
+            # launch/prepare_data.py sets them from the corpus' phoneme vocabulary
+            optional_ids=(),
         )
     )
     # flat start: CE on a uniform segmentation, weight decaying to 0 over the first steps.
     c.loss = ml_collections.ConfigDict(
-        dict(forward_sum_weight=1.0, flat_start_weight=1.0, flat_start_steps=max(steps // 2, 60))
+        dict(
+            forward_sum_weight=1.0,
+            flat_start_weight=1.0,
+            flat_start_steps=max(steps // 2, 60),
+            # beta-binomial diagonal prior on the forward-sum emissions and in Viterbi: without
+            # it, real speech collapsed to one stretched token (83% of phonemes got one frame)
+            prior_weight=1.0,
+            prior_scale=1.0,
+        )
     )
     c.optim.lr = lr
     c.optim.warmup_steps = 10 if preset == "smoke" else 200

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 from naturalspeech2_jax.align import aligner_task, api, ctc
-from naturalspeech2_jax.align.viterbi import AlignmentError, boundary_errors_ms, viterbi_align
+from naturalspeech2_jax.align.viterbi import (
+    AlignmentError,
+    beta_binomial_log_prior,
+    boundary_errors_ms,
+    viterbi_align,
+)
 
 
 def _emissions_from_durations(durations, noise=0.0, seed=0):
@@ -119,6 +124,54 @@ def test_forward_sum_loss_equals_brute_force_sum_over_segmentations():
 
     x = np.asarray(lp, np.float64)
     np.testing.assert_allclose(got, [brute(x[0], [1, 3, 2], 7), brute(x[1], [4], 5)], rtol=1e-5)
+
+
+def test_forward_sum_with_optional_tokens_and_prior_equals_brute_force():
+    """Zero frames allowed for optional tokens (at most two in a row), prior on the emissions."""
+    rng = np.random.default_rng(2)
+    t_len, labels_0 = 6, [0, 1, 2, 3, 4]  # tokens 0, 2, 3 and 4 optional (0 leading, 3-4 trailing)
+    lp = jax.nn.log_softmax(jnp.asarray(rng.normal(size=(1, t_len, 5)), jnp.float32), -1)
+    labels = jnp.asarray([labels_0])
+    label_mask = jnp.ones((1, 5), jnp.float32)
+    frame_mask = jnp.ones((1, t_len), jnp.float32)
+    optional = jnp.asarray([[1, 0, 1, 1, 1]], jnp.float32)
+    prior = ctc.log_beta_binomial_prior(frame_mask, label_mask, 1.0)
+    got = ctc.forward_sum_loss(
+        lp, frame_mask, labels, label_mask, log_prior=prior, optional=optional
+    )
+
+    e = np.asarray(lp, np.float64)[0][:, labels_0] + np.asarray(prior, np.float64)[0]
+    opt = [1, 0, 1, 1, 1]
+    scores = []
+    for durs in itertools.product(range(t_len + 1), repeat=5):
+        if sum(durs) != t_len or any(d == 0 and not o for d, o in zip(durs, opt, strict=True)):
+            continue
+        if any(durs[i : i + 3] == (0, 0, 0) for i in range(3)):  # at most two skipped in a row
+            continue
+        scores.append(_path_score(e, durs))
+    np.testing.assert_allclose(float(got[0]), -np.logaddexp.reduce(scores), rtol=1e-5)
+
+
+def test_beta_binomial_prior_is_a_distribution_over_tokens_and_matches_numpy():
+    frame_mask = jnp.asarray([[1.0] * 9 + [0.0] * 3, [1.0] * 12])
+    label_mask = jnp.asarray([[1.0] * 4 + [0.0] * 2, [1.0] * 6])
+    prior = np.asarray(ctc.log_beta_binomial_prior(frame_mask, label_mask, 1.0))
+    np.testing.assert_allclose(np.exp(prior[0, :9, :4]).sum(-1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(np.exp(prior[1]).sum(-1), 1.0, rtol=1e-4)
+    assert np.all(prior[0, 9:] == 0) and np.all(prior[0, :, 4:] == 0)
+    np.testing.assert_allclose(prior[1], beta_binomial_log_prior(12, 6), atol=1e-4)
+    # the band follows the diagonal: the most likely token moves from the first to the last
+    best = prior[1].argmax(-1)
+    assert best[0] == 0 and best[-1] == 5 and np.all(np.diff(best) >= 0)
+
+
+def test_viterbi_prior_moves_the_path_but_not_the_scores():
+    e = np.log(np.full((8, 2), 0.5))  # uninformative emissions: the prior alone decides
+    plain = viterbi_align(e, 1)
+    with_prior = viterbi_align(e, 1, log_prior=beta_binomial_log_prior(8, 2))
+    assert list(with_prior.durations) == [4, 4]
+    np.testing.assert_allclose(with_prior.token_logprob, np.log(0.5))
+    assert with_prior.confidence == pytest.approx(plain.confidence)
 
 
 # ------------------------------------------------------------------------------------- data

@@ -308,6 +308,9 @@ class AlignerTask:
             batch,
             forward_sum_weight=(1.0 - f) * float(self.config.loss.forward_sum_weight),
             flat_start_weight=f * float(self.config.loss.flat_start_weight),
+            prior_weight=float(self.config.loss.get("prior_weight", 0.0)),
+            prior_scale=float(self.config.loss.get("prior_scale", 1.0)),
+            optional_ids=tuple(int(i) for i in self.config.data.get("optional_ids", ()) or ()),
             rngs=nnx.Rngs(dropout=rng),
         )
 

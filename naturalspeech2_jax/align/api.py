@@ -29,6 +29,7 @@ from naturalspeech2_jax.align import aligner_task, ctc
 from naturalspeech2_jax.align.viterbi import (  # noqa: F401  (re-exported for callers)
     Alignment,
     AlignmentError,
+    beta_binomial_log_prior,
     boundary_errors_ms,
     viterbi_align,
 )
@@ -148,12 +149,25 @@ class Aligner:
                 raise ValueError(f"mel must be [T, {n_mels}] (api.log_mel); got {np.shape(mel)}.")
             if len(p) and int(np.max(p)) >= self.vocab_size:
                 raise ValueError(f"phoneme id {int(np.max(p))} >= aligner vocab {self.vocab_size}.")
+        loss = self.config.get("loss", {})
+        prior_weight = float(loss.get("prior_weight", 0.0))
+        optional = np.asarray(self.config.data.get("optional_ids", ()) or (), np.int64)
         results: list[Alignment | AlignmentError] = []
         for k, lp in enumerate(self.log_probs(mels)):
             ids = np.asarray(phonemes[k], np.int64)
-            mf = 1 if min_frames is None else min_frames[k]
+            if min_frames is not None:
+                mf = min_frames[k]
+            else:  # tokens the aligner was trained to let take no frames
+                mf = np.where(np.isin(ids, optional), 0, 1) if len(optional) else 1
+            prior = None
+            if prior_weight and len(ids) <= len(lp):
+                prior = prior_weight * beta_binomial_log_prior(
+                    len(lp), len(ids), float(loss.get("prior_scale", 1.0))
+                )
             try:
-                results.append(viterbi_align(lp[:, ids], mf, min_confidence=min_confidence))
+                results.append(
+                    viterbi_align(lp[:, ids], mf, min_confidence=min_confidence, log_prior=prior)
+                )
             except AlignmentError as err:
                 if on_error == "raise":
                     raise

@@ -167,30 +167,97 @@ def ctc_loss(
     )
 
 
-def forward_sum_loss(
-    phone_log_probs: jax.Array, frame_mask: jax.Array, labels: jax.Array, label_mask: jax.Array
+def log_beta_binomial_prior(
+    frame_mask: jax.Array, label_mask: jax.Array, scale: float = 1.0
 ) -> jax.Array:
-    """Per-utterance -log sum over monotonic segmentations (tokens >= 1 frame) [B].
+    """log P(token k | frame t) [B, T, N] of the beta-binomial alignment prior.
 
-    alpha[t, n] = e[t, n] + logaddexp(alpha[t-1, n], alpha[t-1, n-1]); padded frames carry alpha
-    unchanged, and the answer is alpha at the last real token after the last real frame.
+    For frame t of T the token position k of N follows BetaBinomial(N - 1, scale (t + 1),
+    scale (T - t)): a soft band along the diagonal, as in RAD-TTS and FastPitch's aligner. Added
+    to the emissions it rules out the degenerate optimum of the forward-sum loss (one token
+    stretched over most of the utterance) without fixing any boundary. 0 outside real frames and
+    tokens. ``viterbi.beta_binomial_log_prior`` is the same for one utterance in numpy.
+    """
+    t_len = jnp.sum(frame_mask, axis=1)[:, None, None]
+    n_tok = jnp.sum(label_mask, axis=1)[:, None, None]
+    t = jnp.arange(frame_mask.shape[1], dtype=jnp.float32)[None, :, None]
+    k = jnp.arange(label_mask.shape[1], dtype=jnp.float32)[None, None, :]
+    valid = (t < t_len) & (k < n_tok)
+    n = jnp.where(valid, n_tok - 1.0, 0.0)
+    k = jnp.where(valid, k, 0.0)
+    a = jnp.where(valid, scale * (t + 1.0), 1.0)
+    b = jnp.where(valid, scale * (t_len - t), 1.0)
+    gammaln, betaln = jax.scipy.special.gammaln, jax.scipy.special.betaln
+    lp = (
+        gammaln(n + 1)
+        - gammaln(k + 1)
+        - gammaln(n - k + 1)
+        + betaln(k + a, n - k + b)
+        - betaln(a, b)
+    )
+    return jnp.where(valid, lp, 0.0)
+
+
+def forward_sum_loss(
+    phone_log_probs: jax.Array,
+    frame_mask: jax.Array,
+    labels: jax.Array,
+    label_mask: jax.Array,
+    *,
+    log_prior: jax.Array | None = None,
+    optional: jax.Array | None = None,
+) -> jax.Array:
+    """Per-utterance -log sum over monotonic segmentations [B].
+
+    Every token takes >= 1 frame, except ``optional`` ones [B, N] (word boundaries, silences,
+    punctuation: most word boundaries have no pause), which may take none; up to two optional
+    tokens in a row can be skipped together. ``log_prior`` [B, T, N] is added to the emissions.
+
+    alpha[t, n] = e[t, n] + logsumexp(alpha[t-1, n], alpha[t-1, n-1], skips over optional
+    tokens); padded frames carry alpha unchanged, and the answer is alpha at the last real token
+    (or before trailing optional ones) after the last real frame.
     """
     emis = jnp.take_along_axis(phone_log_probs, labels[:, None, :], axis=-1)  # [B, T, N]
+    if log_prior is not None:
+        emis = emis + log_prior
     neg = jnp.asarray(-1e9, emis.dtype)
     emis = jnp.where(label_mask[:, None, :] > 0, emis, neg)
     b, _, n = emis.shape
-    alpha0 = jnp.full((b, n), neg).at[:, 0].set(emis[:, 0, 0])
+    opt = jnp.zeros((b, n), bool) if optional is None else (optional > 0) & (label_mask > 0)
+
+    def shift(x, k, fill):
+        return jnp.concatenate([jnp.full((b, k), fill, x.dtype), x[:, : n - k]], axis=1)
+
+    # token n may follow token n-2 (n-3) when token n-1 (n-1 and n-2) is optional
+    skip1 = shift(opt, 1, False)
+    skip2 = skip1 & shift(opt, 2, False)
+    first = jnp.full((b, n), neg).at[:, 0].set(0.0)  # a path may start on token 0 ...
+    first = jnp.where(skip1, shift(first, 1, neg), first)  # ... or on 1 if 0 is optional
+    first = jnp.where(skip2 & (jnp.arange(n) == 2), 0.0, first)  # ... or on 2 if 0, 1 are
+    alpha0 = first + emis[:, 0]
 
     def step(alpha, xs):
         e_t, m_t = xs
-        shifted = jnp.concatenate([jnp.full((b, 1), neg), alpha[:, :-1]], axis=1)
-        new = jnp.logaddexp(alpha, shifted) + e_t
-        return jnp.where(m_t[:, None] > 0, new, alpha), None
+        prev = jnp.logaddexp(alpha, shift(alpha, 1, neg))
+        prev = jnp.logaddexp(prev, jnp.where(skip1, shift(alpha, 2, neg), neg))
+        prev = jnp.logaddexp(prev, jnp.where(skip2, shift(alpha, 3, neg), neg))
+        return jnp.where(m_t[:, None] > 0, prev + e_t, alpha), None
 
     xs = (jnp.swapaxes(emis[:, 1:], 0, 1), jnp.swapaxes(frame_mask[:, 1:], 0, 1))
     alpha, _ = jax.lax.scan(step, alpha0, xs)
     last = jnp.sum(label_mask, axis=1).astype(jnp.int32) - 1
-    return -jnp.take_along_axis(alpha, last[:, None], axis=1)[:, 0]
+
+    def at(i):
+        return jnp.take_along_axis(alpha, jnp.maximum(i, 0)[:, None], axis=1)[:, 0]
+
+    def opt_at(i):
+        return jnp.take_along_axis(opt, jnp.maximum(i, 0)[:, None], axis=1)[:, 0] & (i >= 0)
+
+    end = at(last)
+    end = jnp.logaddexp(end, jnp.where(opt_at(last) & (last >= 1), at(last - 1), neg))
+    both = opt_at(last) & opt_at(last - 1) & (last >= 2)
+    end = jnp.logaddexp(end, jnp.where(both, at(last - 2), neg))
+    return -end
 
 
 def flat_start_loss(
@@ -218,16 +285,34 @@ def aligner_losses(
     *,
     forward_sum_weight: jax.Array | float,
     flat_start_weight: jax.Array | float = 0.0,
+    prior_weight: float = 0.0,
+    prior_scale: float = 1.0,
+    optional_ids: tuple[int, ...] = (),
     rngs: nnx.Rngs | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean per-frame CTC + weight * forward-sum (+ flat-start CE) loss; metrics per frame."""
+    """Mean per-frame CTC + weight * forward-sum (+ flat-start CE) loss; metrics per frame.
+
+    The forward-sum term adds ``prior_weight`` x the beta-binomial prior to its emissions and
+    lets the tokens in ``optional_ids`` take zero frames.
+    """
     frame_mask = batch["frame_mask"].astype(jnp.float32)
     label_mask = batch["phoneme_mask"].astype(jnp.float32)
     log_probs = model(batch["mel"], frame_mask, rngs=rngs)
     frames = jnp.maximum(jnp.sum(frame_mask), 1.0)
     ctc = jnp.sum(ctc_loss(log_probs, frame_mask, batch["phonemes"], label_mask)) / frames
     phone = phoneme_log_probs(log_probs)
-    fs = jnp.sum(forward_sum_loss(phone, frame_mask, batch["phonemes"], label_mask)) / frames
+    prior = (
+        prior_weight * log_beta_binomial_prior(frame_mask, label_mask, prior_scale)
+        if prior_weight
+        else None
+    )
+    optional = (
+        jnp.isin(batch["phonemes"], jnp.asarray(optional_ids, jnp.int32)) if optional_ids else None
+    )
+    fs = forward_sum_loss(
+        phone, frame_mask, batch["phonemes"], label_mask, log_prior=prior, optional=optional
+    )
+    fs = jnp.sum(fs) / frames
     flat = jnp.sum(flat_start_loss(phone, frame_mask, batch["phonemes"], label_mask)) / frames
     loss = ctc + forward_sum_weight * fs + flat_start_weight * flat
     metrics = {"ctc_per_frame": ctc, "forward_sum_per_frame": fs, "flat_start_per_frame": flat}

@@ -41,19 +41,47 @@ class Alignment(NamedTuple):
     confidence: float  # mean of token_logprob over tokens with at least one frame
 
 
+def beta_binomial_log_prior(t_len: int, n_tok: int, scale: float = 1.0) -> np.ndarray:
+    """log P(token k | frame t) [T, N]: frame t's token position follows BetaBinomial(N - 1,
+    scale (t + 1), scale (T - t)), a soft diagonal band (``ctc.log_beta_binomial_prior`` for
+    batches in JAX; the aligner is trained with it, so alignment adds it too)."""
+    from scipy.special import betaln, gammaln
+
+    t = np.arange(t_len, dtype=np.float64)[:, None]
+    k = np.arange(n_tok, dtype=np.float64)[None, :]
+    n = n_tok - 1.0
+    a, b = scale * (t + 1.0), scale * (t_len - t)
+    return (
+        gammaln(n + 1)
+        - gammaln(k + 1)
+        - gammaln(n - k + 1)
+        + betaln(k + a, n - k + b)
+        - betaln(a, b)
+    )
+
+
 def viterbi_align(
     emissions: np.ndarray,
     min_frames: np.ndarray | int = 1,
     *,
     min_confidence: float | None = None,
+    log_prior: np.ndarray | None = None,
 ) -> Alignment:
     """Best monotonic segmentation of ``emissions`` [T, N] (log-probs) into N in-order segments.
 
-    ``min_frames`` is an int or an int array [N] (0 for optional/zero-width tokens). Raises
-    ``AlignmentError`` when ``T < sum(min_frames)`` or when ``min_confidence`` is given and the
-    alignment's confidence (mean per-token average log-prob) is below it.
+    ``min_frames`` is an int or an int array [N] (0 for optional/zero-width tokens). The path
+    maximises emissions + ``log_prior`` [T, N] (if given); the per-token log-probs and the
+    confidence are of the emissions alone. Raises ``AlignmentError`` when ``T < sum(min_frames)``
+    or when ``min_confidence`` is given and the alignment's confidence (mean per-token average
+    log-prob) is below it.
     """
-    e = np.asarray(emissions, dtype=np.float64)
+    raw = np.asarray(emissions, dtype=np.float64)
+    if log_prior is not None:
+        if np.shape(log_prior) != raw.shape:
+            raise ValueError(f"log_prior {np.shape(log_prior)} != emissions {raw.shape}.")
+        path = viterbi_align(raw + log_prior, min_frames)
+        return _scored(raw, path.durations, min_confidence)
+    e = raw
     if e.ndim != 2:
         raise ValueError(f"emissions must be [T, N]; got shape {e.shape}.")
     t_len, n_tok = e.shape
@@ -102,7 +130,20 @@ def viterbi_align(
         durations[n] = j - i
         j = i
     assert j == 0 and int(durations.sum()) == t_len
+    return _scored(e, durations, min_confidence, cum)
 
+
+def _scored(
+    e: np.ndarray,
+    durations: np.ndarray,
+    min_confidence: float | None,
+    cum: np.ndarray | None = None,
+) -> Alignment:
+    """The alignment of ``durations`` with its per-token mean log-probs under ``e`` [T, N]."""
+    n_tok = len(durations)
+    if cum is None:
+        e = np.nan_to_num(e, nan=-1e4, neginf=-1e4, posinf=0.0)
+        cum = np.concatenate([np.zeros((n_tok, 1)), np.cumsum(e.T, axis=1)], axis=1)
     ends = np.cumsum(durations)
     starts = ends - durations
     sums = cum[np.arange(n_tok), ends] - cum[np.arange(n_tok), starts]

@@ -464,7 +464,18 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
         min_frames.append(np.asarray([1 if is_phoneme(t) else 0 for t in tokens], np.int64))
     start = time.time()
     aligner_dir = work / "aligner"
-    overrides = {"total_steps": int(opts.aligner_steps)} if opts.aligner_steps > 0 else {}
+    overrides: dict[str, Any] = {}
+    if opts.aligner_steps > 0:
+        overrides["total_steps"] = int(opts.aligner_steps)
+    # <sil>, <wb> and punctuation may take zero frames in training too (most word boundaries
+    # have no pause; forcing each a frame taught the model a catch-all class)
+    optional = {
+        int(i)
+        for _, _, tokens, ids, _ in jobs
+        for t, i in zip(tokens, ids, strict=True)
+        if not is_phoneme(t)
+    }
+    overrides["data__optional_ids"] = tuple(sorted(optional))
     align_api.train_aligner(
         examples, os.fspath(aligner_dir), preset=opts.aligner_preset, **overrides
     )
