@@ -116,6 +116,18 @@ def codec_checkpoint(config: Any, dataset_dir: str) -> str:
     return str(data["codec_checkpoint"])
 
 
+RANDOM_CODEC = "random"  # config.codec.checkpoint value: random codebooks (compile/throughput)
+
+
+def random_codec_assets(shape: tuple[int, int, int], seed: int = 1) -> CodecAssets:
+    """A codec stand-in with random codebooks, unit statistics and a silent decoder: for compiling
+    and timing the train step (its cost depends on the codebooks' shape, not their values)."""
+    cb = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    stats = {"mean": np.zeros(shape[2], np.float32), "std": np.ones(shape[2], np.float32)}
+    silence = lambda z: np.zeros((z.shape[0], z.shape[1] * HOP_LENGTH), np.float32)
+    return CodecAssets(cb, stats, silence, RANDOM_CODEC)
+
+
 # -------------------------------------------------------------------------------------- data
 _ENCODE_HINT = (
     "train a codec (python launch/train.py --config=configs/codec.py:tiny "
@@ -373,6 +385,8 @@ class NS2Task:
 
     @functools.cached_property
     def assets(self) -> CodecAssets:
+        if str(self.config.codec.get("checkpoint", "")) == RANDOM_CODEC:
+            return random_codec_assets(self.codebooks_shape)
         ckpt = codec_checkpoint(self.config, self.dataset_dir)
         assets = load_codec_assets(ckpt, self.dataset_dir)
         if tuple(assets.codebooks.shape) != self.codebooks_shape:
@@ -409,6 +423,17 @@ class NS2Task:
         }
 
     # ------------------------------------------------------------------ data
+    def abstract_batch(self, global_batch: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The largest batch (top frame and token buckets) that ``train_iterator`` yields."""
+        d, r = self.config.data, self.codebooks_shape[0]
+        frames, tokens = max(int(b) for b in d.buckets), max(int(b) for b in d.token_buckets)
+        i32, f32 = np.int32, np.float32
+        shapes = dict(
+            phonemes=((tokens,), i32), durations=((tokens,), i32), token_mask=((tokens,), f32),
+            codes=((frames, r), i32), log_f0=((frames,), f32), frame_mask=((frames,), f32),
+        )  # fmt: skip
+        return {k: jax.ShapeDtypeStruct((global_batch, *s), t) for k, (s, t) in shapes.items()}
+
     def train_iterator(self, *, seed, local_batch_size, process_index, process_count):
         from naturalspeech2_jax.data import pipeline
 
