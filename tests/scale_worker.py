@@ -27,6 +27,7 @@ def ns2_smoke_config(dataset: str, **overrides):
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
     from configs import diffusion
+    from configs.common import apply_overrides
 
     c = diffusion.get_config("smoke")
     c.data.dataset_dir = dataset
@@ -35,12 +36,7 @@ def ns2_smoke_config(dataset: str, **overrides):
     c.total_steps = NS2_SMOKE_STEPS
     c.checkpoint_every = NS2_SMOKE_STEPS
     c.async_checkpoints = False
-    for dotted, value in overrides.items():
-        node = c
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    apply_overrides(c, overrides)
     return c
 
 
