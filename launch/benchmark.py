@@ -87,6 +87,13 @@ def run(args: argparse.Namespace) -> dict:
                 continue
             if args.smoke:
                 config.total_steps = max(int(config.get("total_steps", 1)), args.steps + 2)
+            if task == "ns2" and not config.data.get("dataset_dir"):
+                # speed does not depend on the codec's weights: a random codec and random codes
+                from naturalspeech2_jax.data.embedded import cache_root
+                from naturalspeech2_jax.models import random_codec
+
+                config.data.dataset_dir = str(random_codec.random_codes_dataset(cache_root()))
+                config.codec.checkpoint = random_codec.RANDOM_CODEC
             logging.info("benchmarking %s:%s training", task, preset)
             try:
                 row = benchmark.benchmark_train_step(config, options, reference)

@@ -37,6 +37,9 @@ _LAYOUT = flags.DEFINE_enum(
 )
 _DURATIONS = flags.DEFINE_enum("durations", "auto", ["auto", "aligner", "exact"], "Source.")
 _ALIGNER_PRESET = flags.DEFINE_string("aligner_preset", "tiny", "configs/aligner.py preset.")
+_ALIGNER_STEPS = flags.DEFINE_integer(
+    "aligner_steps", 0, "Aligner training steps (0: the preset's total_steps)."
+)
 _PITCH = flags.DEFINE_enum("pitch_method", "harvest", ["harvest", "dio"], "pyworld method.")
 _TRIM = flags.DEFINE_bool("trim_silence", False, "Trim leading/trailing silence.")
 _MIN_S = flags.DEFINE_float("min_seconds", 0.5, "Shorter utterances are rejected.")
@@ -76,6 +79,7 @@ def main(argv: list[str]) -> None:
         layout=_LAYOUT.value,
         durations=_DURATIONS.value,
         aligner_preset=_ALIGNER_PRESET.value,
+        aligner_steps=_ALIGNER_STEPS.value,
         pitch_method=_PITCH.value,
         trim_silence=_TRIM.value,
         min_seconds=_MIN_S.value,

@@ -122,3 +122,19 @@ def test_cli_smoke_writes_json_with_every_figure(tmp_path):
     for kind in ("crop", "bucket"):
         assert pipe[kind]["examples_per_s"] > 0
         assert 1 <= pipe[kind]["distinct_batch_shapes"] <= 2
+
+
+def test_random_codec_dataset_and_assets_for_speed_runs(tmp_path):
+    from naturalspeech2_jax.data import pipeline
+    from naturalspeech2_jax.models import ns2_task, random_codec
+
+    out = random_codec.random_codes_dataset(tmp_path)
+    assert json.loads((out / ns2_task.CODEC_FILE).read_text())["codec_checkpoint"] == "random"
+    source = pipeline.open_split(str(out), "train")
+    ex = source[0]
+    assert ex["codes"].shape == (len(ex["log_f0"]), 16)
+    assert ex["codes"].min() >= 0 and ex["codes"].max() < 1024
+    assert random_codec.random_codes_dataset(tmp_path) == out  # built once, then reused
+    assets = ns2_task.load_codec_assets("random", str(out))
+    assert assets.codebooks.shape == (16, 1024, 256) and assets.checkpoint == "random"
+    assert assets.decode(np.zeros((2, 5, 256), np.float32)).shape == (2, 1000)

@@ -226,5 +226,9 @@ def train_aligner(
         for p in parents:
             node = node[p]
         node[leaf] = value
+    if "total_steps" in overrides and "loss__flat_start_steps" not in overrides:
+        # the flat start hands over to forward-sum halfway, whatever the length of the run
+        config.loss.flat_start_steps = max(int(config.total_steps) // 2, 60)
+        config.eval_every = min(int(config.eval_every), int(config.total_steps))
     loop.train(config, str(wd), task=aligner_task.AlignerTask(config))
     return str(wd / "checkpoints")

@@ -50,6 +50,7 @@ class PrepareOptions:
     name: str = "corpus"
     durations: str = "auto"  # auto | aligner | exact
     aligner_preset: str = "tiny"
+    aligner_steps: int = 0  # 0: the preset's total_steps
     pitch_method: str = "harvest"  # harvest (accurate) | dio (fast)
     trim_silence: bool = False
     min_seconds: float = 0.5
@@ -463,7 +464,10 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
         min_frames.append(np.asarray([1 if is_phoneme(t) else 0 for t in tokens], np.int64))
     start = time.time()
     aligner_dir = work / "aligner"
-    align_api.train_aligner(examples, os.fspath(aligner_dir), preset=opts.aligner_preset)
+    overrides = {"total_steps": int(opts.aligner_steps)} if opts.aligner_steps > 0 else {}
+    align_api.train_aligner(
+        examples, os.fspath(aligner_dir), preset=opts.aligner_preset, **overrides
+    )
     aligner = align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))
     train_seconds = time.time() - start
     results = aligner.align_batch(

@@ -80,6 +80,10 @@ def load_codec_assets(checkpoint: str, dataset_dir: str | None = None) -> CodecA
     Latent statistics: the codes dataset's ``latent_stats.npz`` (computed over its training
     splits), else the codec run's.
     """
+    from naturalspeech2_jax.models import random_codec
+
+    if checkpoint == random_codec.RANDOM_CODEC:  # speed measurements only (see random_codec.py)
+        return random_codec.random_codec_assets()
     try:
         from naturalspeech2_jax.codec_api import Codec
     except ImportError as e:
