@@ -120,18 +120,6 @@ def codec_checkpoint(config: Any, dataset_dir: str) -> str:
     return str(data["codec_checkpoint"])
 
 
-RANDOM_CODEC = "random"  # config.codec.checkpoint value: random codebooks (compile/throughput)
-
-
-def random_codec_assets(shape: tuple[int, int, int], seed: int = 1) -> CodecAssets:
-    """A codec stand-in with random codebooks, unit statistics and a silent decoder: for compiling
-    and timing the train step (its cost depends on the codebooks' shape, not their values)."""
-    cb = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
-    stats = {"mean": np.zeros(shape[2], np.float32), "std": np.ones(shape[2], np.float32)}
-    silence = lambda z: np.zeros((z.shape[0], z.shape[1] * HOP_LENGTH), np.float32)
-    return CodecAssets(cb, stats, silence, RANDOM_CODEC)
-
-
 # -------------------------------------------------------------------------------------- data
 _ENCODE_HINT = (
     "train a codec (python launch/train.py --config=configs/codec.py:tiny "
@@ -389,8 +377,11 @@ class NS2Task:
 
     @functools.cached_property
     def assets(self) -> CodecAssets:
-        if str(self.config.codec.get("checkpoint", "")) == RANDOM_CODEC:
-            return random_codec_assets(self.codebooks_shape)
+        from naturalspeech2_jax.models import random_codec
+
+        if str(self.config.codec.get("checkpoint", "")) == random_codec.RANDOM_CODEC:
+            # The configured shape, and no dataset needed: --compile_only runs without one.
+            return random_codec.random_codec_assets(self.codebooks_shape)
         ckpt = codec_checkpoint(self.config, self.dataset_dir)
         assets = load_codec_assets(ckpt, self.dataset_dir)
         if tuple(assets.codebooks.shape) != self.codebooks_shape:
