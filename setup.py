@@ -60,5 +60,11 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["naturalspeech2_jax", "naturalspeech2_jax.*"]),
     install_requires=CORE,
-    extras_require={"eval": EVAL, "dev": DEV, "tensorboard": ["tensorboardX>=2.6"]},
+    extras_require={
+        "eval": EVAL,
+        "dev": DEV,
+        "tensorboard": ["tensorboardX>=2.6"],
+        # gs:// work directories and datasets through etils.epath (Orbax reaches GCS natively).
+        "gcs": ["etils[epath,epath-gcs]>=1.10"],
+    },
 )

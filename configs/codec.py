@@ -24,6 +24,13 @@ Hardware and measured cost (2 shared CPU cores, load average 8-10 from other job
   The same preset with channels 16 measured 11 s per step with the GAN on (57 GFLOP).
 - base: one GPU; paper: the paper's setting (8 GPUs x 200 clips, 440K steps, Adam 2e-4).
 
+Scale-out (``--compile_only`` on 8 simulated CPU devices, measured; see launch/train.py): smoke,
+batch 8 x 8 frames, float32: 1.82 GFLOP per step (both branches of the GAN switch), 113.1 MB per
+device on data=8 and 110.8 MB on data=2 x fsdp=4 (XLA heap peak 36.8 / 34.6 MB; the replicated EMA
+codebooks, 33.5 MB, dominate at this size), compiled in 85 s / 63 s. The paper preset (batch 1600
+x 1 s, bf16) was not compiled on the shared 23 GB machine: the NS2 paper compile was killed by
+the OOM killer there; use a host with more memory. The base and paper presets compute in bf16.
+
 Expected: ``generator/mel_loss`` (log-mel L1, mean over the FFT scales) falls from the start of
 training (the smoke test asserts a 15% drop within 12 steps on a fixed batch);
 ``eval/{pesq,stoi,mel_distance,si_sdr}_q{4,8,16}`` land in metrics.jsonl every ``eval_every``
@@ -121,6 +128,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             )
         )
     c.ema_decay = 0.0 if preset == "smoke" else (0.99 if preset == "tiny" else 0.999)
+    # Accelerator presets: bf16 convolutions, float32 master weights, optimizer state, codebooks,
+    # STFT/mel losses and output audio (tests/test_scale.py bounds the bf16 drift on NS2).
+    c.precision.compute_dtype = "float32" if small else "bfloat16"
 
     c.data = ml_collections.ConfigDict(
         dict(

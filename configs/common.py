@@ -56,6 +56,16 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
+    """Set dotted keys in place: ``{"mesh.data": 2}`` is ``--config.mesh.data=2`` in code."""
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+
+
 def select_preset(presets: dict, arg: str | None, module: str) -> str:
     """The preset named after the colon in ``--config=configs/X.py:preset`` (validated)."""
     name = arg or "tiny"

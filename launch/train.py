@@ -7,6 +7,19 @@ Running the same command again resumes from the last checkpoint in DIR. SIGTERM/
 checkpoint and exits. ``--dry_run`` builds the model abstractly (no parameter memory) and prints,
 as its last line, ``{"params": {"<module>": count, ..., "total": count}}``. ``--distributed``
 calls jax.distributed.initialize() (or set NS2_DISTRIBUTED=1).
+
+``--compile_only`` compiles the real train step ahead of time for the config's mesh and the
+task's largest batch, without allocating it, and prints as its last line one JSON object with
+``devices``, ``mesh``, ``memory_per_device_bytes`` (XLA memory analysis: arguments + outputs +
+temporaries - donated) and ``flops_per_step`` (XLA cost analysis, all devices). For example the
+NS2 paper preset on 8 simulated CPU devices as data x fsdp (NS2 compiles with random codebooks:
+only their shape matters):
+
+    python launch/train.py --config=configs/diffusion.py:paper --compile_only --num_cpu_devices=8 \
+        --config.mesh.data=2 --config.mesh.fsdp=4 --config.codec.checkpoint=random
+
+``--time_steps=N`` then also runs N steps on a synthetic batch of that shape on the real devices
+and adds ``step_time_s`` and ``mfu`` (model FLOP utilisation vs the chip's bf16 peak) to the JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +42,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory for checkpoints, metrics, samples.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print parameter counts per module and exit.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize().")
+_COMPILE_ONLY = flags.DEFINE_bool(
+    "compile_only", False, "Compile the train step for the mesh; print memory and FLOPs as JSON."
+)
+_TIME_STEPS = flags.DEFINE_integer(
+    "time_steps", 0, "With --compile_only: also time this many steps on a synthetic batch."
+)
 _NUM_CPU_DEVICES = flags.DEFINE_integer(
     "num_cpu_devices", 0, "Simulate this many CPU devices (testing meshes on one machine)."
 )
@@ -52,6 +71,20 @@ def main(argv: list[str]) -> None:
 
     if _DRY_RUN.value:
         print(json.dumps({"params": loop.param_counts(config)}))
+        return
+    if _TIME_STEPS.value and not _COMPILE_ONLY.value:
+        raise app.UsageError("launch/train.py: --time_steps needs --compile_only; add it.")
+    if _COMPILE_ONLY.value:
+        from naturalspeech2_jax.train import aot
+
+        if _DISTRIBUTED.value:
+            config.distributed = True
+        trainer = loop.Trainer(config, _WORKDIR.value or "/tmp/ns2_compile_only")
+        compiled, report = aot.compile_report(trainer)
+        if _TIME_STEPS.value:
+            report.update(aot.time_steps(trainer, compiled, _TIME_STEPS.value, report))
+        if parallel.is_main_process():
+            print(json.dumps(report))
         return
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required for training, e.g. --workdir=runs/ns2_tiny.")

@@ -12,6 +12,7 @@ JAX's usual environment variables or the cluster auto-detection).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -34,6 +35,9 @@ MESH_AXES = ("data", "fsdp", "model")
 # Logical axis -> mesh axes. The batch is split over data *and* fsdp (fsdp is data parallelism that
 # also shards parameters); parameters shard their "embed" dimension over fsdp and their wide
 # dimension (mlp, heads, ...) over model. Anything unnamed, or named here with None, is replicated.
+# A convolution's input channels ("conv_in") also go over fsdp: the codec's kernels name no
+# "embed" axis, and without this rule fsdp would leave every codec parameter replicated (a mesh
+# axis is used once per array, so a kernel with both names shards only the first over fsdp).
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
@@ -41,7 +45,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "model"),
     ("kv", None),
     ("channels", "model"),
-    ("conv_in", None),
+    ("conv_in", "fsdp"),
     ("kernel", None),
     ("vocab", None),
     ("codebook", None),
@@ -149,8 +153,9 @@ def logical_to_mesh_spec(
 ) -> P:
     """Mesh PartitionSpec for an array with the given logical axis names and shape.
 
-    A dimension that the mapped mesh axes do not divide is replicated instead (a conv kernel of
-    width 3 cannot be split 2 ways), so any model runs on any mesh; a mesh axis is used at most
+    A dimension that the mapped mesh axes do not divide is split over the longest prefix of them
+    that does (a batch of 2 on data=2 x fsdp=4 goes over data only), else replicated (a conv kernel
+    of width 3 cannot be split 2 ways), so any model runs on any mesh; a mesh axis is used at most
     once per array.
     """
     if not logical:
@@ -161,12 +166,49 @@ def logical_to_mesh_spec(
     for dim, axes in zip(shape, mesh_axes, strict=False):
         names = (axes,) if isinstance(axes, str) else tuple(axes or ())
         names = tuple(a for a in names if a not in used and mesh.shape.get(a, 1) > 1)
-        if names and dim % _mesh_axis_size(mesh, names) == 0:
-            used.update(names)
-            spec.append(names[0] if len(names) == 1 else names)
-        else:
-            spec.append(None)
+        while names and dim % _mesh_axis_size(mesh, names):
+            names = names[:-1]
+        used.update(names)
+        spec.append((names[0] if len(names) == 1 else names) if names else None)
     return P(*spec)
+
+
+# The mesh and rules that ``constrain`` applies while a train step is traced (a stack: nested
+# steps, e.g. a benchmark inside a test, restore the outer one).
+_ACTIVATION_CONTEXT: list[tuple[Mesh, tuple[tuple[str, Any], ...]]] = []
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]]):
+    """Within this block, ``constrain`` pins activations to ``mesh`` by logical axis names."""
+    _ACTIVATION_CONTEXT.append((mesh, tuple(rules)))
+    try:
+        yield
+    finally:
+        _ACTIVATION_CONTEXT.pop()
+
+
+def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
+    """Sharding constraint on an activation by logical axis names; a no-op outside a train step.
+
+    Without it XLA propagates *parameter* shardings into activations: an fsdp-sharded embedding
+    makes the residual stream split along channels, and every layer then all-gathers the batch
+    (the SPMD partitioner warns "involuntary full rematerialization"). Pinning the residual
+    stream to (batch, length, embed) keeps activations split by examples, parameters gathered
+    per layer: what FSDP means. Hidden layers name "mlp"/"heads" so a model axis splits them.
+    """
+    if not _ACTIVATION_CONTEXT:
+        return x
+    mesh, rules = _ACTIVATION_CONTEXT[-1]
+    spec = logical_to_mesh_spec(logical, x.shape, mesh, rules)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+# Logical names of the common activation layouts.
+ACT_EMBED = ("batch", "length", "embed")  # residual streams [B, T, C]
+ACT_MLP = ("batch", "length", "mlp")  # wide hidden layers [B, T, F]
+ACT_HEADS = ("batch", "length", "heads", None)  # attention q/k/v [B, T, H, D]
+ACT_CHANNELS = ("batch", "length", "channels")  # codec conv activations [B, T, C]
 
 
 def logical_shardings(

@@ -35,12 +35,8 @@ def load_config(name: str, preset: str = "smoke", **overrides):
     """``configs/<name>.py:<preset>`` as a ConfigDict with dotted-key overrides applied."""
     import importlib
 
-    module = importlib.import_module(f"configs.{name}")
-    config = module.get_config(preset)
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    from configs.common import apply_overrides
+
+    config = importlib.import_module(f"configs.{name}").get_config(preset)
+    apply_overrides(config, overrides)
     return config

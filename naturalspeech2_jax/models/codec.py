@@ -80,7 +80,7 @@ class Encoder(nnx.Module):
         self.out = Conv1d(c, latent_dim, 3, weight_norm=wn, rngs=rngs)
 
     def __call__(self, wav):
-        x = self.stem(wav[..., None])
+        x = self.stem(wav[..., None].astype(self.stem.dtype))
         for block in self.blocks:
             x = block(x)
         return self.out(jax.nn.elu(x))
@@ -100,10 +100,11 @@ class Decoder(nnx.Module):
         self.out = Conv1d(c, 1, kernel_size, weight_norm=wn, rngs=rngs)
 
     def __call__(self, z):
-        x = self.stem(z)
+        x = self.stem(z.astype(self.stem.dtype))
         for block in self.blocks:
             x = block(x)
-        return jnp.tanh(self.out(jax.nn.elu(x))[..., 0])
+        # float32 audio whatever the compute dtype: the spectral losses need its precision.
+        return jnp.tanh(self.out(jax.nn.elu(x))[..., 0].astype(jnp.float32))
 
 
 class NeuralCodec(nnx.Module):

@@ -133,5 +133,7 @@ def feature_matching_loss(
     for rs, fs in zip(real_feats, fake_feats, strict=True):
         for r, f in zip(rs, fs, strict=True):
             r = jax.lax.stop_gradient(r)
-            terms.append(jnp.mean(jnp.abs(r - f)) / (jnp.mean(jnp.abs(r)) + 1e-5))
+            # Means accumulated and returned in float32 whatever the features' (bf16) dtype.
+            err = jnp.mean(jnp.abs(r - f), dtype=jnp.float32)
+            terms.append(err / (jnp.mean(jnp.abs(r), dtype=jnp.float32) + 1e-5))
     return jnp.mean(jnp.stack(terms))

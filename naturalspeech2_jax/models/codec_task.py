@@ -355,6 +355,14 @@ class CodecTask:
         d = self.config.data
         return split_names(d.get("train_splits") or d.get("train_split") or "train")
 
+    def abstract_batch(self, global_batch: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The batch the losses read: random crops of ``data.crop_frames`` frames."""
+        frames = int(self.config.data.crop_frames)
+        return {
+            "audio": jax.ShapeDtypeStruct((global_batch, frames * HOP_LENGTH), np.float32),
+            "frame_mask": jax.ShapeDtypeStruct((global_batch, frames), np.float32),
+        }
+
     def train_iterator(self, *, seed, local_batch_size, process_index, process_count):
         from naturalspeech2_jax.data import pipeline
 

@@ -44,11 +44,11 @@ class WaveDiscriminator(nnx.Module):
         self.out = Conv1d(channels[-1], 1, 3, rngs=rngs)
 
     def __call__(self, wav: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
-        x, feats = wav[..., None], []
+        x, feats = wav[..., None].astype(self.out.dtype), []
         for layer in self.layers:
             x = _lrelu(layer(x))
             feats.append(x)
-        return self.out(x)[..., 0], feats
+        return self.out(x)[..., 0].astype(jnp.float32), feats
 
 
 class MultiScaleDiscriminator(nnx.Module):
@@ -87,12 +87,12 @@ class STFTDiscriminator(nnx.Module):
 
     def __call__(self, wav: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
         spec = stft(wav, self.n_fft, self.hop)  # [B, time, freq]
-        x = jnp.stack([jnp.real(spec), jnp.imag(spec)], -1).astype(wav.dtype)
+        x = jnp.stack([jnp.real(spec), jnp.imag(spec)], -1).astype(self.out.dtype)
         feats = []
         for layer in self.layers:
             x = _lrelu(layer(x))
             feats.append(x)
-        return self.out(x)[..., 0], feats
+        return self.out(x)[..., 0].astype(jnp.float32), feats
 
 
 class MultiResolutionSTFTDiscriminator(nnx.Module):

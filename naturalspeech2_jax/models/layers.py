@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from naturalspeech2_jax import parallel  # noqa: F401  (sets flax_always_shard_variable=False)
+from naturalspeech2_jax.parallel import ACT_CHANNELS, constrain
 
 KERNEL_AXES_1D = ("kernel", "conv_in", "channels")
 KERNEL_AXES_2D = ("kernel", None, "conv_in", "channels")
@@ -58,7 +58,15 @@ def _effective_kernel(v: jax.Array, g: jax.Array | None) -> jax.Array:
     return (v * (g / norm).astype(v.dtype)).astype(v.dtype)
 
 
-class Conv1d(nnx.Module):
+class _Conv(nnx.Module):
+    @property
+    def dtype(self):
+        """The compute dtype: that of the (possibly bf16-cast) kernel. Models cast their inputs
+        to it, since a float32 input would promote a bf16 kernel back to float32."""
+        return self.kernel[...].dtype
+
+
+class Conv1d(_Conv):
     """1-D convolution ``[B, T, Cin] -> [B, T', Cout]`` with "same"-style explicit padding.
 
     ``padding=None`` pads so that ``T' = ceil(T / stride)`` for any kernel, stride and dilation.
@@ -101,10 +109,10 @@ class Conv1d(nnx.Module):
             dimension_numbers=("NWC", "WIO", "NWC"),
             feature_group_count=self.groups,
         )
-        return y + self.bias[...].astype(y.dtype)
+        return constrain(y + self.bias[...].astype(y.dtype), ACT_CHANNELS)
 
 
-class ConvTranspose1d(nnx.Module):
+class ConvTranspose1d(_Conv):
     """Transposed 1-D convolution with kernel ``2 * stride``: ``[B, T, Cin] -> [B, T * s, Cout]``.
 
     Written as a convolution of the input dilated by ``stride`` (what a transposed conv is), with
@@ -139,10 +147,10 @@ class ConvTranspose1d(nnx.Module):
             lhs_dilation=(self.stride,),
             dimension_numbers=("NWC", "WIO", "NWC"),
         )
-        return y + self.bias[...].astype(y.dtype)
+        return constrain(y + self.bias[...].astype(y.dtype), ACT_CHANNELS)
 
 
-class Conv2d(nnx.Module):
+class Conv2d(_Conv):
     """2-D convolution ``[B, H, W, Cin] -> [B, H', W', Cout]`` with "same"-style padding."""
 
     def __init__(
@@ -177,4 +185,4 @@ class Conv2d(nnx.Module):
             rhs_dilation=self.dilation,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        return y + self.bias[...].astype(y.dtype)
+        return constrain(y + self.bias[...].astype(y.dtype), ("batch", None, None, "channels"))

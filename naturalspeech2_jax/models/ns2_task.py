@@ -377,6 +377,11 @@ class NS2Task:
 
     @functools.cached_property
     def assets(self) -> CodecAssets:
+        from naturalspeech2_jax.models import random_codec
+
+        if str(self.config.codec.get("checkpoint", "")) == random_codec.RANDOM_CODEC:
+            # The configured shape, and no dataset needed: --compile_only runs without one.
+            return random_codec.random_codec_assets(self.codebooks_shape)
         ckpt = codec_checkpoint(self.config, self.dataset_dir)
         assets = load_codec_assets(ckpt, self.dataset_dir)
         if tuple(assets.codebooks.shape) != self.codebooks_shape:
@@ -413,6 +418,17 @@ class NS2Task:
         }
 
     # ------------------------------------------------------------------ data
+    def abstract_batch(self, global_batch: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The largest batch (top frame and token buckets) that ``train_iterator`` yields."""
+        d, r = self.config.data, self.codebooks_shape[0]
+        frames, tokens = max(int(b) for b in d.buckets), max(int(b) for b in d.token_buckets)
+        i32, f32 = np.int32, np.float32
+        shapes = dict(
+            phonemes=((tokens,), i32), durations=((tokens,), i32), token_mask=((tokens,), f32),
+            codes=((frames, r), i32), log_f0=((frames,), f32), frame_mask=((frames,), f32),
+        )  # fmt: skip
+        return {k: jax.ShapeDtypeStruct((global_batch, *s), t) for k, (s, t) in shapes.items()}
+
     def train_iterator(self, *, seed, local_batch_size, process_index, process_count):
         from naturalspeech2_jax.data import pipeline
 

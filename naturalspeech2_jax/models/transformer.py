@@ -24,7 +24,7 @@ from flax import nnx
 
 # Imported for its side effect: variables carry logical axis names as metadata only (the loop places
 # the state on the mesh), so creating a model needs no mesh context.
-import naturalspeech2_jax.parallel  # noqa: F401
+from naturalspeech2_jax.parallel import ACT_EMBED, ACT_HEADS, ACT_MLP, constrain
 
 # Logits of masked keys. Finite (not -inf) so that a row with no valid key gives a uniform softmax
 # instead of NaN; such rows are then zeroed explicitly (an empty prompt under prompt dropout).
@@ -135,7 +135,7 @@ class MultiHeadAttention(nnx.Module):
         b, s, _ = kv.shape
         k = self.k(kv).reshape(b, s, self.heads, self.head_dim)
         v = self.v(kv).reshape(b, s, self.heads, self.head_dim)
-        return k, v
+        return constrain(k, ACT_HEADS), constrain(v, ACT_HEADS)
 
     def attend(
         self,
@@ -148,7 +148,7 @@ class MultiHeadAttention(nnx.Module):
     ) -> jax.Array:
         """Attention of queries from ``x`` [B, L, dim] to projected keys/values."""
         b, length, _ = x.shape
-        q = self.q(x).reshape(b, length, self.heads, self.head_dim)
+        q = constrain(self.q(x).reshape(b, length, self.heads, self.head_dim), ACT_HEADS)
         logits = jnp.einsum("blhd,bshd->bhls", q.astype(jnp.float32), k.astype(jnp.float32))
         logits = logits / math.sqrt(self.head_dim)
         if key_mask is not None:
@@ -208,7 +208,7 @@ class ConvFeedForward(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         m = mask[..., None].astype(x.dtype)
-        h = jax.nn.relu(self.conv1(x * m))
+        h = constrain(jax.nn.relu(self.conv1(x * m)), ACT_MLP)
         h = self.dropout(h, deterministic=rngs is None, rngs=rngs)
         return self.conv2(h * m)
 
@@ -238,7 +238,7 @@ class EncoderLayer(nnx.Module):
         x = x + self.dropout(self.attn(h, h, mask, rngs=rngs), deterministic=det, rngs=rngs)
         h = ln(self.norm2, x)
         x = x + self.dropout(self.ffn(h, mask, rngs=rngs), deterministic=det, rngs=rngs)
-        return x * mask[..., None].astype(x.dtype)
+        return constrain(x * mask[..., None].astype(x.dtype), ACT_EMBED)
 
 
 class TransformerEncoder(nnx.Module):
@@ -266,7 +266,7 @@ class TransformerEncoder(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         x = x + sinusoidal_positions(x.shape[1], self.dim, x.dtype)[None]
-        x = x * mask[..., None].astype(x.dtype)
+        x = constrain(x * mask[..., None].astype(x.dtype), ACT_EMBED)
         for layer in self.layers:
             x = layer(x, mask, rngs=rngs)
         return ln(self.norm, x) * mask[..., None].astype(x.dtype)

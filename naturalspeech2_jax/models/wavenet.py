@@ -31,6 +31,7 @@ from naturalspeech2_jax.models.transformer import (
     layer_norm,
     ln,
 )
+from naturalspeech2_jax.parallel import ACT_EMBED, ACT_MLP, constrain
 
 
 def timestep_embedding(t: jax.Array, dim: int, scale: float = 1000.0) -> jax.Array:
@@ -82,12 +83,12 @@ class WaveNetLayer(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         y = (x + self.time(temb)[:, None]) * m
-        y = self.dilated(y) + cond_proj
+        y = constrain(self.dilated(y) + cond_proj, ACT_MLP)
         a, b = jnp.split(y, 2, axis=-1)
         g = jnp.tanh(a) * jax.nn.sigmoid(b)
         g = self.dropout(g, deterministic=rngs is None, rngs=rngs)
         res, skip = jnp.split(self.out(g), 2, axis=-1)
-        return (x + res) * (m / math.sqrt(2.0)), skip
+        return constrain((x + res) * (m / math.sqrt(2.0)), ACT_EMBED), skip
 
 
 class FiLMAttention(nnx.Module):
@@ -188,7 +189,7 @@ class WaveNetDenoiser(nnx.Module):
     ) -> jax.Array:
         """z0_hat [B, T, latent] from a ``prepare``d condition."""
         m = mask[..., None].astype(z_t.dtype)
-        x = self.in_proj(z_t) * m
+        x = constrain(self.in_proj(z_t) * m, ACT_EMBED)
         temb = timestep_embedding(t, self.dim).astype(x.dtype)
         temb = self.time_out(jax.nn.silu(self.time_in(temb)))
         skips = jnp.zeros_like(x)

@@ -14,6 +14,7 @@ profile_steps, profile_start, init_from, task.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -116,12 +117,46 @@ class Trainer:
             grad_accum=int(config.get("grad_accum", 1)),
             ema_decay=self.ema_decay,
         )
-        self.step_fn = jax.jit(step_fn, out_shardings=(self.shardings, None), donate_argnums=0)
-        self.checkpointer = Checkpointer(
+        mesh, rules = self.mesh, self.rules
+
+        def sharded_step(state, batch):
+            # Active while the step is traced: models pin activations with parallel.constrain.
+            with parallel.activation_sharding(mesh, rules):
+                return step_fn(state, batch)
+
+        self.step_fn = jax.jit(sharded_step, out_shardings=(self.shardings, None), donate_argnums=0)
+
+    @functools.cached_property
+    def checkpointer(self) -> Checkpointer:
+        """Created on first use, so ``--compile_only`` and benchmarks touch no work directory."""
+        return Checkpointer(
             self.workdir / "checkpoints",
-            keep=int(config.get("keep_checkpoints", 3)),
-            async_writes=bool(config.get("async_checkpoints", True)),
+            keep=int(self.config.get("keep_checkpoints", 3)),
+            async_writes=bool(self.config.get("async_checkpoints", True)),
         )
+
+    # ----------------------------------------------------------------------------- AOT
+    def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """The largest global batch the step sees, as ShapeDtypeStructs with batch shardings."""
+        make = getattr(self.task, "abstract_batch", None)
+        if make is None:
+            raise ValueError(
+                f"task {self.config.task!r} has no abstract_batch(global_batch); add one to its "
+                "Task class to compile it ahead of time."
+            )
+        return {
+            k: jax.ShapeDtypeStruct(
+                v.shape,
+                v.dtype,
+                sharding=parallel.batch_sharding(self.mesh, len(v.shape), self.rules),
+            )
+            for k, v in make(int(self.config.batch_size)).items()
+        }
+
+    def lower_step(self) -> jax.stages.Lowered:
+        """The train step lowered for the abstract state and batch: nothing is allocated."""
+        state = state_lib.with_shardings(self.abstract, self.shardings)
+        return self.step_fn.lower(state, self.abstract_batch())
 
     # ----------------------------------------------------------------------------- state
     def restore_or_init(self, data_iterator: Any) -> state_lib.TrainState:

@@ -38,6 +38,8 @@ class MetricWriter:
     def __init__(self, workdir: str | epath.Path, *, resume_step: int = 0):
         self.enabled = parallel.is_main_process()
         self.path = epath.Path(workdir) / "metrics.jsonl"
+        # Object stores (gs://, s3://) cannot append: there the file is rewritten from memory.
+        self._lines: list[str] | None = None if "://" not in str(workdir) else []
         self._tb = None
         if not self.enabled:
             return
@@ -49,6 +51,8 @@ class MetricWriter:
                 if line.strip() and json.loads(line).get("step", 0) <= resume_step
             ]
             self.path.write_text("".join(line + "\n" for line in kept))
+            if self._lines is not None:
+                self._lines = kept
         try:
             from tensorboardX import SummaryWriter
 
@@ -60,8 +64,12 @@ class MetricWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: to_python(v) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self._lines is not None:
+            self._lines.append(json.dumps(record))
+            self.path.write_text("".join(line + "\n" for line in self._lines))
+        else:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
         if self._tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, int | float):

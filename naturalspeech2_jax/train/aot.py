@@ -1,0 +1,108 @@
+"""Ahead-of-time compilation of the real train step: memory and FLOPs for a mesh, then step time.
+
+``compile_report(trainer)`` lowers the jitted step of a ``Trainer`` for its abstract state and the
+task's largest batch (``Task.abstract_batch``), compiles it for the trainer's mesh and reads XLA's
+memory analysis (per device: arguments + outputs + temporaries - donated aliases) and cost
+analysis (FLOPs of the per-device program; times the device count for the whole step). Nothing
+is allocated, so a TPU-pod mesh can be checked on CPU with simulated devices.
+
+``time_steps(trainer, compiled, n)`` then allocates the state and a synthetic batch of that shape
+and times ``n`` steps: the same program, on whatever backend runs it. Model FLOP utilisation is
+quoted against the nominal bf16 peak of the chip when known (``evaluation.benchmark``), else
+against a matmul measured in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from naturalspeech2_jax.evaluation import benchmark
+
+
+def compile_report(trainer: Any) -> tuple[Any, dict[str, Any]]:
+    """(compiled step, report) for the trainer's config and mesh; see the module docstring."""
+    start = time.perf_counter()
+    lowered = trainer.lower_step()
+    lower_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    memory = benchmark.compiled_memory(compiled)
+    flops = benchmark.compiled_costs(compiled)["flops"]
+    n_dev = trainer.mesh.devices.size
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(trainer.abstract.params))
+    batch = trainer.abstract_batch()
+    report = {
+        "task": trainer.config.task,
+        "preset": trainer.config.get("preset", ""),
+        "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind,
+        "devices": int(n_dev),
+        "mesh": {k: int(v) for k, v in trainer.mesh.shape.items()},
+        "global_batch": int(trainer.config.batch_size),
+        "batch_shapes": {k: list(v.shape) for k, v in batch.items()},
+        "compute_dtype": trainer.config.precision.compute_dtype,
+        "param_dtype": trainer.config.precision.param_dtype,
+        "params": int(params),
+        "lower_s": round(lower_s, 2),
+        "compile_s": round(compile_s, 2),
+        "memory_per_device_bytes": memory["peak_bytes"],
+        "memory_per_device": memory,
+        "flops_per_step_per_device": flops,
+        "flops_per_step": flops * n_dev if flops is not None else None,
+    }
+    return compiled, report
+
+
+def synthetic_batch(abstract_batch: dict[str, jax.ShapeDtypeStruct], seed: int = 0) -> dict:
+    """Global arrays of the batch's shapes: masks all ones, other floats N(0, 0.1), integers 0
+    (valid phoneme/code ids). Values do not change a dense program's cost, only its numbers."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, s in abstract_batch.items():
+        if "mask" in k:
+            host = np.ones(s.shape, s.dtype)
+        elif jnp.issubdtype(s.dtype, jnp.floating):
+            host = (0.1 * rng.standard_normal(s.shape)).astype(s.dtype)
+        else:
+            host = np.zeros(s.shape, s.dtype)
+        out[k] = jax.make_array_from_callback(s.shape, s.sharding, lambda idx, h=host: h[idx])
+    return out
+
+
+def time_steps(trainer: Any, compiled: Any, steps: int, report: dict[str, Any]) -> dict[str, Any]:
+    """Measured step time (median of ``steps`` after one warm-up) and model FLOP utilisation."""
+    state = jax.jit(trainer.init_fn, out_shardings=trainer.shardings)(trainer.key)
+    batch = synthetic_batch(trainer.abstract_batch())
+    state, metrics = compiled(state, batch)  # warm-up (first-run allocations, autotuning)
+    jax.block_until_ready((state, metrics))
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - start)
+    step_s = statistics.median(times)
+    reference = benchmark.matmul_reference()
+    peak, peak_name = benchmark.reference_peak(reference)
+    per_device = report.get("flops_per_step_per_device")
+    out = {
+        "step_time_s": step_s,
+        "step_times_s": [round(t, 4) for t in times],
+        "examples_per_s": int(trainer.config.batch_size) / step_s,
+        "peak_flops_per_s_per_device": peak,
+        "peak_reference": peak_name,
+    }
+    if per_device is not None:
+        out["model_flops_per_s_per_device"] = per_device / step_s
+        out["mfu"] = per_device / step_s / peak
+    losses = {k: float(v) for k, v in jax.device_get(metrics).items() if k.endswith("/loss")}
+    out["losses"] = losses
+    return out
