@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from naturalspeech2_jax.configuration import apply_overrides  # noqa: F401  (re-exported)
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -54,16 +56,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.profile_start = 10
     c.init_from = ""  # workdir whose latest checkpoint initialises the weights of a fresh run
     return c
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
-    """Set dotted keys in place: ``{"mesh.data": 2}`` is ``--config.mesh.data=2`` in code."""
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
 
 
 def select_preset(presets: dict, arg: str | None, module: str) -> str:

@@ -33,6 +33,7 @@ from naturalspeech2_jax.align.viterbi import (  # noqa: F401  (re-exported for c
     boundary_errors_ms,
     viterbi_align,
 )
+from naturalspeech2_jax.configuration import apply_overrides
 
 SAMPLE_RATE = 16_000
 HOP = 200
@@ -234,12 +235,7 @@ def train_aligner(
     config.eval_every = min(int(config.eval_every), int(config.total_steps))
     top = max(int(np.max(e["phonemes"])) for e in examples if len(e["phonemes"]))
     config.model.vocab_size = max(int(config.model.vocab_size), top + 1)
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split("__")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    apply_overrides(config, overrides, sep="__")
     if "total_steps" in overrides and "loss__flat_start_steps" not in overrides:
         # the flat start hands over to forward-sum halfway, whatever the length of the run
         config.loss.flat_start_steps = max(int(config.total_steps) // 2, 60)

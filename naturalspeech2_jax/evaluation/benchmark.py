@@ -230,15 +230,6 @@ class TrainBenchOptions:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _apply_overrides(config: Any, overrides: Mapping[str, Any]) -> None:
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-
-
 def benchmark_train_step(
     config: Any, options: TrainBenchOptions, reference: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -255,7 +246,9 @@ def benchmark_train_step(
     )
     config.num_devices = int(options.num_devices)
     config.async_checkpoints = False
-    _apply_overrides(config, options.overrides)
+    from naturalspeech2_jax.configuration import apply_overrides
+
+    apply_overrides(config, options.overrides)
     n_dev = int(config.num_devices) or jax.device_count()
     with tempfile.TemporaryDirectory(prefix="ns2_bench_") as workdir:
         start = time.perf_counter()
