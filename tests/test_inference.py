@@ -7,6 +7,7 @@ error path is real).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -84,7 +85,9 @@ def test_speed_changes_the_length(synth, prompt):
     assert slow.durations.sum() > fast.durations.sum()
 
 
-def test_same_bucket_does_not_recompile(synth, prompt):
+@contextlib.contextmanager
+def count_compiles():
+    """A list that receives one entry per XLA backend compilation inside the block."""
     compiles = []
 
     def listener(event, duration, **kw):
@@ -93,12 +96,26 @@ def test_same_bucket_does_not_recompile(synth, prompt):
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        synth.synthesize("First sentence here.", prompt, steps=STEPS, speed=1.0)
-        first = len(compiles)
-        synth.synthesize("A second one.", prompt, steps=STEPS, speed=1.3, pitch_shift=2.0)
-        assert len(compiles) == first, "a second sentence of the same bucket recompiled"
+        yield compiles
     finally:
         jax._src.monitoring._unregister_event_duration_listener_by_callback(listener)
+
+
+def test_same_bucket_does_not_recompile(synth, prompt):
+    synth.synthesize("First sentence here.", prompt, steps=STEPS, speed=1.0)
+    with count_compiles() as compiles:
+        synth.synthesize("A second one.", prompt, steps=STEPS, speed=1.3, pitch_shift=2.0)
+    assert not compiles, "a second sentence of the same bucket recompiled"
+
+
+def test_warmup_compiles_the_bucket_ahead(synth, prompt):
+    tokens = synth.phonemize("Hi there.")
+    durations = np.full(len(tokens), 100 // len(tokens))
+    assert synth.warmup(tokens=(32,), frames=(128,), steps=STEPS) > 0
+    with count_compiles() as compiles:
+        out = synth.synthesize(phonemes=tokens, prompt_audio=prompt, durations=durations,
+                               steps=STEPS)  # fmt: skip
+    assert not compiles and len(out.wav) == durations.sum() * 200
 
 
 def test_long_text_splits_at_sentences_and_batches(synth, prompt):
