@@ -98,7 +98,7 @@ def count_compiles():
     try:
         yield compiles
     finally:
-        jax._src.monitoring._unregister_event_duration_listener_by_callback(listener)
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def test_same_bucket_does_not_recompile(synth, prompt):
@@ -161,21 +161,21 @@ def test_scores_become_durations_and_pitch(tmp_path):
     _write_scores(tmp_path)
     js = singing.read_score(str(tmp_path / "s.json"))
     assert [n.pitch for n in js] == [60, 60, None, 67, 69]
-    assert sum(n.seconds for n in js) == pytest.approx(2.5)
+    assert sum(n.seconds for n in js) == pytest.approx(2.25)  # 120 bpm: a beat is 0.5 s
     mid = singing.read_score(str(tmp_path / "s.mid"))
     assert [(n.lyric, n.pitch) for n in mid] == [("la", 60), ("li", 62), ("", None), ("lo", 64)]
     assert sum(n.seconds for n in mid) == pytest.approx(1.75)
     xml = singing.read_score(str(tmp_path / "s.musicxml"))
     assert [n.pitch for n in xml] == [64, 66, None] and sum(n.seconds for n in xml) == 2.0
     tokens, durations, f0 = singing.score_to_inputs(js)
-    assert durations.sum() == len(f0) == 200 and len(tokens) == len(durations)
+    assert durations.sum() == len(f0) == 180 and len(tokens) == len(durations)
     assert tokens[0] == tokens[-1] == "<sil>" and "," in tokens
-    assert f0[0] == pytest.approx(261.63, rel=1e-3) and f0[100] == 0.0  # the rest
+    assert f0[0] == pytest.approx(261.63, rel=1e-3) and f0[90] == 0.0  # the rest
 
 
 def test_sing_lasts_the_score(synth, prompt, tmp_path):
     _write_scores(tmp_path)
-    for name, seconds in (("s.json", 2.5), ("s.mid", 1.75), ("s.musicxml", 2.0)):
+    for name, seconds in (("s.json", 2.25), ("s.mid", 1.75), ("s.musicxml", 2.0)):
         out = singing.sing(synth, str(tmp_path / name), prompt, steps=STEPS)
         assert len(out.wav) == int(round(seconds * 80)) * 200, name
         assert np.all(np.isfinite(out.wav))
@@ -219,11 +219,13 @@ def test_errors_are_one_clear_sentence(synth, prompt, smoke_pipeline, tmp_path):
 
 
 def test_cli_round_trip(smoke_pipeline, prompt, tmp_path):
-    env = dict(os.environ, XLA_FLAGS="")
+    # The quickstart's samples stage compiled the same one-sentence programs into its cache.
+    cache = str(smoke_pipeline / "xla_cache")
+    env = dict(os.environ, XLA_FLAGS="", JAX_COMPILATION_CACHE_DIR=cache)
     out = tmp_path / "out.wav"
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch" / "synthesize.py"), "--checkpoint",
-         str(smoke_pipeline / "ns2"), "--text", "Hello world. Bye now.", "--prompt", prompt,
+         str(smoke_pipeline / "ns2"), "--text", "Hello world, bye now.", "--prompt", prompt,
          "--out", str(out), "--steps", str(STEPS)], capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
