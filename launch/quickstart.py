@@ -65,11 +65,11 @@ QUICKSTART = {
         corpus=(16, 16, 4),
         # One residual unit per stage (XLA compile time on CPU grows with the conv count) and no
         # GAN: within the budget the reconstruction losses buy more than adversarial training.
-        codec=("tiny", {"total_steps": 400, "checkpoint_every": 100, "eval_every": 0,
+        codec=("tiny", {"total_steps": 320, "checkpoint_every": 80, "eval_every": 0,
                         "model.dilations": (1,), "disc.start_step": 10**9, "log_every": 25}),
         codes_bucket_frames=160,
         # A slimmer tiny (6 WaveNet layers, 3-layer predictors) and one bucket: ~4x the steps.
-        ns2=("tiny", {"total_steps": 400, "checkpoint_every": 100, "eval_every": 0,
+        ns2=("tiny", {"total_steps": 360, "checkpoint_every": 60, "eval_every": 0,
                       "batch_size": 4, "data.buckets": (640,), "data.token_buckets": (128,),
                       "model.wn_layers": 6, "model.pred_layers": 3, "model.enc_layers": 1,
                       "model.prompt_layers": 1, "optim.warmup_steps": 100, "optim.lr": 1e-3,
