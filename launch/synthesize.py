@@ -6,9 +6,9 @@
         --out out_dir/        # one sentence per line -> out_dir/0000.wav ... (progress bar)
     python launch/synthesize.py --checkpoint W/ns2 --prompt p.wav --rtf euler:150,dpm++2m:25
 
-Beside every wav a PNG shows the mel spectrogram, the pitch and the phoneme boundaries, and a
-``.json`` holds the phoneme alignment. ``--rtf`` measures the real-time factor of each
-``sampler:steps`` on this machine after a warm-up call (compile time reported apart).
+Beside every wav a PNG shows the mel spectrogram, the pitch and the phoneme boundaries, and
+``<stem>.alignment.json`` holds the phoneme alignment. ``--rtf`` measures the real-time factor of
+each ``sampler:steps`` on this machine after a warm-up call (compile time reported apart).
 Errors (bad checkpoint, empty text, short or silent prompt...) are one line on stderr, exit 2.
 """
 
@@ -59,7 +59,8 @@ def write_outputs(path: str, result, title: str, plot: bool = True) -> None:
     save_audio(path, result.wav)
     stem = os.path.splitext(path)[0]
     alignment = [{"phoneme": p, "start": s, "end": e} for p, s, e in result.alignment]
-    with open(stem + ".json", "w", encoding="utf-8") as f:
+    # Not <stem>.json: a score or text file beside the output may have that name.
+    with open(stem + ".alignment.json", "w", encoding="utf-8") as f:
         json.dump({"text": title, "alignment": alignment}, f, ensure_ascii=False, indent=1)
     if plot:
         plot_synthesis(stem + ".png", result, title)

@@ -230,7 +230,7 @@ def test_cli_round_trip(smoke_pipeline, prompt, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     wav, sr = sf.read(str(out))
-    alignment = json.loads(out.with_suffix(".json").read_text())["alignment"]
+    alignment = json.loads((tmp_path / "out.alignment.json").read_text())["alignment"]
     assert sr == 16000 and len(wav) == round(alignment[-1]["end"] * 16000)
     assert out.with_suffix(".png").stat().st_size > 1000
     bad = subprocess.run(
