@@ -19,7 +19,7 @@ in ``W/xla_cache``, so a resume does not compile again).
 
 Budgets (``QUICKSTART``: the codec and NS2 step counts are quickstart-specific, smaller than the
 configs' presets, so the whole pipeline fits the time below on 2 CPU cores): ``smoke`` checks
-that every stage runs (noise comes out; about 4 minutes); ``tiny`` is the README's demo, measured
+that every stage runs (noise comes out; 3 min 12 s); ``tiny`` is the README's demo, measured
 at 19 min 50 s on 2 shared cores (load 6-12). Its samples have the sentence's rhythm and the
 prompt's pitch register but no recognisable words (WER 1.0, the codec's own resynthesis too:
 the codec is the bottleneck at this budget; README.md has the numbers).
