@@ -27,6 +27,7 @@ CORE = [
     "espeakng-loader>=0.2",
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    "mido>=1.3,<2",  # MIDI scores for singing (launch/sing.py)
 ]
 
 EVAL = [

@@ -7,8 +7,9 @@
 The dataset is a prepared dataset encoded by a trained codec (``launch/codec.py encode-dataset
 --checkpoint CODEC_RUN DATA/<name>/1.0.0 DATA/<name>_codes/1.0.0``); its ``codec.json`` names the
 codec run (or pass ``--config.codec.checkpoint=CODEC_RUN``). ``data.dataset_dir`` empty = the
-embedded synthetic dataset encoded by the embedded codec, once the embedded pipeline provides it
-(until then the task says in one sentence which commands make a codes dataset). Shared data:
+embedded synthetic dataset encoded by its codec, which ``python launch/quickstart.py
+--workdir=runs/quickstart_tiny`` makes and registers (``:smoke`` looks for ``--preset=smoke``'s;
+until then the task names that command in one sentence). Shared data:
 ``--config.data.train_splits=train,cathy --config.data.eval_split=dev``.
 
 Hardware and Expected results (measured; no trained codec existed yet, so throughput was measured

@@ -3,19 +3,35 @@
     python launch/quickstart.py --workdir=W [--preset=smoke|tiny] [--corpus=PATH]
 
 Without ``--corpus`` it generates the embedded corpus (a multi-speaker English corpus synthesised
-by espeak-ng, which ships with pip) under ``W/corpus``. Each stage writes its outputs under ``W``
-and a ``W/<stage>.done`` marker; running the command again skips finished stages and resumes an
-interrupted training stage from its last checkpoint. Stages that the project has not built yet are
-listed as such at the end (the main job runs whatever exists).
+by espeak-ng, which ships with pip) under ``W/corpus``. Stages and what they leave:
 
-Expected: ``--preset=smoke`` finishes in a few minutes on 2 CPU cores, ``tiny`` in under 30.
+    corpus   W/corpus                 the embedded corpus (skipped with --corpus)
+    data     W/data/quickstart/1.0.0  prepared dataset (phonemes, durations, pitch)
+    codec    W/codec                  codec run (launch/codec.py --checkpoint W/codec ...)
+    codes    W/codes/quickstart_codes/1.0.0   the dataset plus the codec's codes
+    ns2      W/ns2                    NS2 run: launch/synthesize.py --checkpoint W/ns2 accepts it
+    samples  W/samples                held-out-speaker sentences (wav + png) and pairs.tsv
+    eval     W/eval                   WER (moonshine), speaker similarity, prosody: report.json/.md
+
+Each stage writes a ``W/<stage>.done`` marker; running the command again skips finished stages
+and resumes an interrupted training stage from its last checkpoint (XLA compilations are cached
+in ``W/xla_cache``, so a resume does not compile again).
+
+Budgets (``QUICKSTART``: the codec and NS2 step counts are quickstart-specific, smaller than the
+configs' presets, so the whole pipeline fits the time below on 2 CPU cores): ``smoke`` checks
+that every stage runs (noise comes out; 3 min 12 s); ``tiny`` is the README's demo, measured
+at 19 min 50 s on 2 shared cores (load 6-12). Its samples have the sentence's rhythm and the
+prompt's pitch register but no recognisable words (WER 1.0, the codec's own resynthesis too:
+the codec is the bottleneck at this budget; README.md has the numbers).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -34,28 +50,82 @@ _LAYOUT = flags.DEFINE_string("layout", None, "Corpus layout when it cannot be d
 
 log = logging.getLogger("quickstart")
 
-# Embedded corpus size per preset: (speakers, utterances per speaker, held-out speakers).
-CORPUS_SIZE = {"smoke": (6, 6, 2), "tiny": (24, 20, 4)}
+# Per preset: the embedded corpus (speakers, utterances per speaker, held-out speakers), the
+# codec and NS2 configs (preset + overrides) and the sampling of the samples stage.
+QUICKSTART = {
+    "smoke": dict(
+        corpus=(6, 6, 2),
+        codec=("smoke", {"total_steps": 6, "checkpoint_every": 6}),
+        codes_bucket_frames=400,  # one encoder program for the whole (short) corpus
+        # One frame/token bucket: one compiled training step (each costs a minute on 2 cores).
+        ns2=("smoke", {"total_steps": 4, "checkpoint_every": 4, "data.buckets": (400,),
+                       "data.token_buckets": (96,)}),
+        samples=dict(count=2, sampler="dpm++2m", steps=4),
+        eval=dict(asr=(), speaker=False),
+    ),
+    "tiny": dict(
+        corpus=(16, 16, 4),
+        # One residual unit per stage (XLA compile time on CPU grows with the conv count) and no
+        # GAN: within the budget the reconstruction losses buy more than adversarial training.
+        codec=("tiny", {"total_steps": 320, "checkpoint_every": 80, "eval_every": 0,
+                        "model.dilations": (1,), "disc.start_step": 10**9, "log_every": 25}),
+        codes_bucket_frames=160,
+        # A slimmer tiny (6 WaveNet layers, 3-layer predictors) and one bucket: ~4x the steps.
+        ns2=("tiny", {"total_steps": 360, "checkpoint_every": 60, "eval_every": 0,
+                      "batch_size": 4, "data.buckets": (640,), "data.token_buckets": (128,),
+                      "model.wn_layers": 6, "model.pred_layers": 3, "model.enc_layers": 1,
+                      "model.prompt_layers": 1, "optim.warmup_steps": 100, "optim.lr": 1e-3,
+                      "log_every": 25}),
+        samples=dict(count=4, sampler="dpm++2m", steps=25),
+        eval=dict(asr=("moonshine",), speaker=True),
+    ),
+}  # fmt: skip
 
 
-def stage_corpus(workdir: epath.Path, preset: str) -> dict:
-    if _CORPUS.value:
-        return {"corpus": _CORPUS.value}
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What a stage needs besides the workdir (the flags, for use from Python and notebooks)."""
+
+    preset: str = "tiny"
+    corpus: str | None = None  # a corpus on disk instead of the embedded one
+    layout: str | None = None
+
+
+def _config(module: str, preset: str, overrides: dict):
+    import importlib
+
+    config = importlib.import_module(f"configs.{module}").get_config(preset)
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def _done(workdir: epath.Path, stage: str) -> dict:
+    return json.loads((workdir / f"{stage}.done").read_text())
+
+
+def stage_corpus(workdir: epath.Path, opts: Options) -> dict:
+    if opts.corpus:
+        return {"corpus": opts.corpus}
     from naturalspeech2_jax.data.synthetic import generate_corpus
 
-    speakers, utts, heldout = CORPUS_SIZE[preset]
+    speakers, utts, heldout = QUICKSTART[opts.preset]["corpus"]
     manifest = generate_corpus(
         workdir / "corpus", num_speakers=speakers, utts_per_speaker=utts, num_heldout=heldout
     )
     return {"corpus": str(workdir / "corpus"), "utterances": manifest.get("num_utterances")}
 
 
-def stage_data(workdir: epath.Path, preset: str) -> dict:
+def stage_data(workdir: epath.Path, opts: Options) -> dict:
     from naturalspeech2_jax.data.prepare import prepare_corpus
 
-    if _CORPUS.value:  # a real corpus: durations from TextGrids or the built-in aligner
+    if opts.corpus:  # a real corpus: durations from TextGrids or the built-in aligner
         result = prepare_corpus(
-            _CORPUS.value, workdir / "data", layout=_LAYOUT.value, name="quickstart"
+            opts.corpus, workdir / "data", layout=opts.layout, name="quickstart"
         )
     else:  # the embedded corpus ships exact timings; DIO pitch suffices for synthetic speech
         result = prepare_corpus(
@@ -68,16 +138,150 @@ def stage_data(workdir: epath.Path, preset: str) -> dict:
     return {"dataset_dir": str(result.dataset_dir)}
 
 
-# (name, function, issue that builds it when missing). A function is None until that stage exists.
-STAGES: list[tuple[str, Callable | None, str]] = [
-    ("corpus", stage_corpus, ""),
-    ("data", stage_data, ""),
-    ("codec", None, "neural codec (issue 4)"),
-    ("codes", None, "neural codec (issue 4)"),
-    ("ns2", None, "NaturalSpeech 2 model (issue 5)"),
-    ("samples", None, "inference (issue 6)"),
-    ("eval", None, "evaluation suite (issue 7)"),
+def _splits(dataset_dir: str) -> tuple[str, str]:
+    """(comma-separated training splits, held-out split) of a prepared dataset."""
+    from naturalspeech2_jax.codec_api import _dataset_info
+
+    _, splits = _dataset_info(dataset_dir)
+    held = [s for s in splits if s in ("heldout", "dev", "test", "validation")]
+    train = [s for s in splits if s not in held] or splits
+    return ",".join(train), (held[0] if held else train[0])
+
+
+def stage_codec(workdir: epath.Path, opts: Options) -> dict:
+    from naturalspeech2_jax.train import loop
+
+    dataset_dir = _done(workdir, "data")["dataset_dir"]
+    train_splits, heldout = _splits(dataset_dir)
+    name, overrides = QUICKSTART[opts.preset]["codec"]
+    config = _config("codec", name, {
+        **overrides, "data.dataset_dir": dataset_dir, "data.train_splits": train_splits,
+        "data.eval_split": heldout, "num_devices": 1, "mesh.data": 1,
+    })  # fmt: skip
+    loop.train(config, workdir / "codec")
+    return {"checkpoint": str(workdir / "codec"), "steps": int(config.total_steps)}
+
+
+def stage_codes(workdir: epath.Path, opts: Options) -> dict:
+    from naturalspeech2_jax.codec_api import encode_dataset
+    from naturalspeech2_jax.data import embedded
+    from naturalspeech2_jax.data.tfds_builder import VERSION
+
+    dataset_dir = _done(workdir, "data")["dataset_dir"]
+    out = workdir / "codes" / "quickstart_codes" / VERSION
+    if out.exists():  # an interrupted encoding: start this (minutes-long) stage again
+        shutil.rmtree(out)
+    bucket_frames = QUICKSTART[opts.preset]["codes_bucket_frames"]
+    encode_dataset(workdir / "codec", dataset_dir, out, bucket_frames=bucket_frames)
+    if not opts.corpus:  # launch/train.py --config=configs/diffusion.py finds it from now on
+        embedded.register_codes_dataset(
+            "smoke" if opts.preset == "smoke" else "default", str(out), str(workdir / "codec")
+        )
+    return {"dataset_dir": str(out)}
+
+
+def stage_ns2(workdir: epath.Path, opts: Options) -> dict:
+    from naturalspeech2_jax.train import loop
+
+    dataset_dir = _done(workdir, "codes")["dataset_dir"]
+    train_splits, heldout = _splits(dataset_dir)
+    name, overrides = QUICKSTART[opts.preset]["ns2"]
+    config = _config("diffusion", name, {
+        **overrides, "data.dataset_dir": dataset_dir, "data.train_splits": train_splits,
+        "data.eval_split": heldout, "num_devices": 1, "mesh.data": 1,
+    })  # fmt: skip
+    loop.train(config, workdir / "ns2")
+    return {"checkpoint": str(workdir / "ns2"), "steps": int(config.total_steps)}
+
+
+def stage_samples(workdir: epath.Path, opts: Options) -> dict:
+    from naturalspeech2_jax.inference import Synthesizer
+    from naturalspeech2_jax.inference.samples import write_heldout_samples
+
+    q = QUICKSTART[opts.preset]["samples"]
+    synth = Synthesizer.from_checkpoint(workdir / "ns2")
+    dataset_dir = _done(workdir, "codes")["dataset_dir"]
+    _, heldout = _splits(dataset_dir)
+    pairs = write_heldout_samples(
+        synth, dataset_dir, heldout, workdir / "samples",
+        count=q["count"], sampler=q["sampler"], steps=q["steps"],
+    )  # fmt: skip
+    return {"pairs": str(pairs), "sampler": q["sampler"], "steps": q["steps"]}
+
+
+def stage_eval(workdir: epath.Path, opts: Options) -> dict:
+    from naturalspeech2_jax.evaluation import corpus, report, tts_eval
+
+    q = QUICKSTART[opts.preset]["eval"]
+    pairs = corpus.read_pair_list(_done(workdir, "samples")["pairs"])
+    config = tts_eval.EvaluatorConfig(asr=list(q["asr"]), speaker=q["speaker"], dnsmos=False)
+    # The codec's resynthesis of the ground truth is the ceiling any NS2 of this codec can reach.
+    from naturalspeech2_jax.codec_api import Codec
+
+    codec = tts_eval.as_codec_resynthesis(Codec.from_checkpoint(workdir / "codec"))
+    result = evaluate_written_samples(pairs, workdir / "samples", config, tts_eval, codec)
+    out = workdir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(result, out / "report.json")
+    (out / "report.md").write_text(report.markdown_report(result), encoding="utf-8")
+    keys = ("wer", "speaker_similarity", "seconds")
+    summary = {f"{system}/{k}": v for system, row in result["systems"].items() for k, v in
+               row.items() if k in keys}  # fmt: skip
+    return {"report": str(out / "report.json"), **summary}
+
+
+def evaluate_written_samples(pairs, samples: epath.Path, config, tts_eval, codec=None) -> dict:
+    """Evaluate the samples stage's wavs (no second synthesis) beside the ground truth."""
+    import numpy as np
+
+    from naturalspeech2_jax.evaluation.corpus import load_audio
+
+    def synthesize(text: str, prompt_wav: np.ndarray):
+        pair = next(p for p in pairs if p.target_text == text)
+        wav = load_audio(str(samples / f"{pair.pair_id}_generated.wav"))
+        durations_file = samples / f"{pair.pair_id}_durations.npy"
+        durations = None
+        if durations_file.exists():
+            with durations_file.open("rb") as f:
+                durations = np.load(f)
+        return wav, durations
+
+    return tts_eval.evaluate_tts(pairs, synthesize, codec, config, log_every=0)
+
+
+STAGES: list[tuple[str, Callable]] = [
+    ("corpus", stage_corpus),
+    ("data", stage_data),
+    ("codec", stage_codec),
+    ("codes", stage_codes),
+    ("ns2", stage_ns2),
+    ("samples", stage_samples),
+    ("eval", stage_eval),
 ]
+
+
+def run_stage(workdir: epath.Path, name: str, opts: Options) -> dict:
+    """Run one stage unless its marker says it is done; returns its summary."""
+    marker = workdir / f"{name}.done"
+    if marker.exists():
+        log.info("stage %s: already done", name)
+        return json.loads(marker.read_text())
+    start = time.time()
+    log.info("stage %s: running", name)
+    result = dict(STAGES)[name](workdir, opts)
+    result["seconds"] = round(time.time() - start, 1)
+    marker.write_text(json.dumps(result))
+    log.info("stage %s: done in %.0f s", name, result["seconds"])
+    return result
+
+
+def run_pipeline(workdir: str | epath.Path, opts: Options) -> dict[str, dict]:
+    """Run (or resume) every stage; returns each stage's summary."""
+    workdir = epath.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = {name: run_stage(workdir, name, opts) for name, _ in STAGES}
+    (workdir / "quickstart.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def main(argv: list[str]) -> None:
@@ -87,32 +291,20 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--workdir is required, e.g. --workdir=work/quickstart.")
     if _CORPUS.value and not os.path.isdir(_CORPUS.value):
         raise app.UsageError(f"--corpus={_CORPUS.value} is not a directory; give a corpus folder.")
+    workdir = epath.Path(_WORKDIR.value).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Compiled programs persist across runs: a resumed stage does not compile again.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(workdir / "xla_cache"))
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
-    workdir = epath.Path(_WORKDIR.value)
-    workdir.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, dict] = {}
-    pending = []
-    for name, fn, issue in STAGES:
-        marker = workdir / f"{name}.done"
-        if fn is None:
-            pending.append(f"{name} ({issue})")
-            continue
-        if marker.exists():
-            summary[name] = json.loads(marker.read_text())
-            log.info("stage %s: already done", name)
-            continue
-        start = time.time()
-        log.info("stage %s: running", name)
-        result = fn(workdir, _PRESET.value)
-        result["seconds"] = round(time.time() - start, 1)
-        marker.write_text(json.dumps(result))
-        summary[name] = result
-        log.info("stage %s: done in %.0f s", name, result["seconds"])
-    (workdir / "quickstart.json").write_text(json.dumps(summary, indent=1))
+    opts = Options(preset=_PRESET.value, corpus=_CORPUS.value, layout=_LAYOUT.value)
+    summary = run_pipeline(workdir, opts)
     print(json.dumps(summary, indent=1))
-    if pending:
-        print("not built yet, skipped: " + ", ".join(pending))
+    print(f"synthesize: python launch/synthesize.py --checkpoint {workdir / 'ns2'} "
+          f"--text 'Hello there.' --prompt PROMPT.wav --out out.wav")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python launch/train.py --config=configs/diffusion.py[:preset] --workdir=DIR [--config.a.b=v]
     python launch/train.py --config=configs/codec.py:paper --dry_run
 
-Running the same command again resumes from the last checkpoint in DIR. SIGTERM/Ctrl-C saves a
+Running the same command again resumes from the last checkpoint in DIR (default:
+runs/<task>_<preset>, e.g. runs/ns2_tiny). SIGTERM/Ctrl-C saves a
 checkpoint and exits. ``--dry_run`` builds the model abstractly (no parameter memory) and prints,
 as its last line, ``{"params": {"<module>": count, ..., "total": count}}``. ``--distributed``
 calls jax.distributed.initialize() (or set NS2_DISTRIBUTED=1).
@@ -86,12 +87,18 @@ def main(argv: list[str]) -> None:
         if parallel.is_main_process():
             print(json.dumps(report))
         return
-    if not _WORKDIR.value:
-        raise app.UsageError("--workdir is required for training, e.g. --workdir=runs/ns2_tiny.")
+    workdir = _WORKDIR.value
+    if not workdir:  # the same command twice resumes the same run
+        workdir = os.path.join("runs", f"{config.task}_{config.get('preset', 'run')}")
+        logging.info("no --workdir: training in %s", workdir)
     if _DISTRIBUTED.value:
         config.distributed = True
     parallel.maybe_initialize_distributed(bool(config.get("distributed", False)))
-    loop.train(config, _WORKDIR.value)
+    try:
+        loop.train(config, workdir)
+    except FileNotFoundError as e:  # missing data/codec/checkpoint: one sentence names the fix
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

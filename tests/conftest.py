@@ -40,3 +40,21 @@ def load_config(name: str, preset: str = "smoke", **overrides):
     config = importlib.import_module(f"configs.{name}").get_config(preset)
     apply_overrides(config, overrides)
     return config
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory) -> pathlib.Path:
+    """``launch/quickstart.py --preset=smoke`` run once per session: W/{data,codec,ns2,samples,
+    eval} with a smoke codec and a smoke NS2 checkpoint (a few steps; noise comes out). Its XLA
+    cache is W/xla_cache (the notebooks' test reuses it)."""
+    import subprocess
+
+    workdir = tmp_path_factory.mktemp("quickstart_smoke")
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", NS2_DATA_DIR=str(workdir / "cache"))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch" / "quickstart.py"), f"--workdir={workdir}",
+         "--preset=smoke"], capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir

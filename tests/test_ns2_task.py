@@ -128,9 +128,15 @@ def test_batches_hold_only_what_the_loss_reads(dataset, monkeypatch):
     assert batch["codes"].shape == (*fm.shape, CB_SHAPE[0]) and batch["codes"].dtype == np.int32
 
 
-def test_dataset_and_codec_errors_are_one_clear_sentence(dataset, tmp_path):
-    with pytest.raises(FileNotFoundError, match="launch/codec.py encode-dataset"):
+def test_dataset_and_codec_errors_are_one_clear_sentence(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("NS2_DATA_DIR", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="launch/quickstart.py --workdir="):
         ns2_task.resolve_dataset_dir(_config(""))
+    # Once the quickstart registered its codes dataset, an empty dataset_dir finds it.
+    from naturalspeech2_jax.data import embedded
+
+    embedded.register_codes_dataset("smoke", dataset, "/fake/codec_run")
+    assert ns2_task.resolve_dataset_dir(_config("")) == dataset
     with pytest.raises(FileNotFoundError, match="not a prepared dataset"):
         ns2_task.resolve_dataset_dir(_config(str(tmp_path)))
     cfg = _config(dataset)

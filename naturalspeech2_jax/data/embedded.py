@@ -16,6 +16,7 @@ A lock file makes concurrent first uses (several processes of one job) wait for 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 
@@ -86,3 +87,48 @@ def resolve_dataset_dir(config) -> str:
             )
         return path
     return embedded_dataset_dir(str(config.data.get("embedded_size", "default")))
+
+
+# The codes dataset of the embedded corpus (made by launch/quickstart.py, which trains the codec
+# first) is found through a small pointer file in the cache root, per size.
+_PRESET_OF_SIZE = {"smoke": "smoke", "default": "tiny"}
+
+
+def _codes_pointer(size: str) -> epath.Path:
+    return cache_root() / f"embedded_{size}_codes.json"
+
+
+def register_codes_dataset(size: str, dataset_dir: str, codec_checkpoint: str) -> None:
+    """Record a codes dataset (and its codec) as the embedded one of ``size``."""
+    if size not in SIZES:
+        raise ValueError(f"embedded dataset size {size!r} is unknown; use one of {sorted(SIZES)}.")
+    path = _codes_pointer(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"dataset_dir": os.fspath(dataset_dir), "codec_checkpoint": codec_checkpoint}
+    path.write_text(json.dumps(payload))
+
+
+def embedded_codes_dataset_dir(size: str = "default") -> str:
+    """The embedded corpus encoded by its codec (``configs/diffusion.py`` with no dataset_dir).
+
+    Raises FileNotFoundError naming the command that makes it when it does not exist yet.
+    """
+    if size not in SIZES:
+        raise ValueError(f"embedded dataset size {size!r} is unknown; use one of {sorted(SIZES)}.")
+    preset = _PRESET_OF_SIZE[size]
+    make = (
+        f"python launch/quickstart.py --workdir=runs/quickstart_{preset} --preset={preset} "
+        "(it trains the codec and writes the codes dataset)"
+    )
+    path = _codes_pointer(size)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no embedded codes dataset ({size}) is registered in {path}; make it with {make}."
+        )
+    dataset_dir = json.loads(path.read_text())["dataset_dir"]
+    if not (epath.Path(dataset_dir) / "features.json").exists():
+        raise FileNotFoundError(
+            f"the embedded codes dataset {dataset_dir} named by {path} is gone; make it again "
+            f"with {make}."
+        )
+    return dataset_dir

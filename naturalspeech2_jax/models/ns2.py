@@ -348,6 +348,8 @@ class NaturalSpeech2(nnx.Module):
         latent_stats: Mapping[str, Any] | None = None,
         guidance_scale: float = 1.0,
         max_frames: int | None = None,
+        pitch_shift: float = 0.0,
+        init: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Generate latents for phonemes in the voice of a prompt (from another utterance).
 
@@ -355,7 +357,9 @@ class NaturalSpeech2(nnx.Module):
         durations [B, N] (frames) and log_f0 [B, T] may be given (singing, a reference) instead
         of predicted. Returns {"latent": z0 [B, T, D] de-normalised, "durations", "log_f0",
         "frame_mask"}, T = ``max_frames`` or the longest total rounded up to a multiple of 32
-        (a bounded number of compiled shapes).
+        (a bounded number of compiled shapes). ``pitch_shift`` (semitones, traced: no recompile)
+        transposes the predicted or given pitch; ``init`` [B, T, D] (normalised) starts the
+        sampler from that z_1 instead of noise (voice conversion).
         """
         stats = _stats(latent_stats, self.latent_dim)
         pz = L.normalize(jnp.asarray(prompt_latent, jnp.float32), stats)
@@ -370,8 +374,9 @@ class NaturalSpeech2(nnx.Module):
             log_f0 = jnp.pad(log_f0, ((0, 0), (0, max_frames - log_f0.shape[1])), mode="edge")
         return _synthesize_jit(
             self, phonemes, token_mask, pz, prompt_mask, rng, durations, log_f0, stats,
-            sampler=sampler, steps=int(steps), temperature=float(temperature),
-            guidance_scale=float(guidance_scale), max_frames=int(max_frames),
+            jnp.float32(pitch_shift), init, sampler=sampler, steps=int(steps),
+            temperature=float(temperature), guidance_scale=float(guidance_scale),
+            max_frames=int(max_frames),
         )  # fmt: skip
 
     def prepare_denoiser(
@@ -383,14 +388,17 @@ class NaturalSpeech2(nnx.Module):
         durations: jax.Array,
         log_f0: jax.Array | None,
         max_frames: int,
+        pitch_shift: float | jax.Array = 0.0,
     ) -> tuple[dict, dict, jax.Array, jax.Array]:
-        """Run the prior once: (cache, unconditional cache, log_f0 used, frame_mask)."""
+        """Run the prior once: (cache, unconditional cache, log_f0 used, frame_mask).
+
+        ``pitch_shift`` semitones are added to the (predicted or given) log-F0."""
         p = self.encode_prompt(prompt_latent_norm, prompt_mask)
         h = self.phoneme_encoder(phonemes, token_mask)
         frames_h, fm = length_regulate(h, durations, max_frames)
         if log_f0 is None:
             log_f0 = self.pitch_predictor(frames_h, fm, p, prompt_mask)
-        log_f0 = log_f0 * fm
+        log_f0 = (log_f0 + pitch_shift * (math.log(2.0) / 12.0)) * fm
         cond = self.condition(frames_h, log_f0, fm)
         q = self.query_attention(p, prompt_mask)
         q_u = self.query_attention(p, jnp.zeros_like(prompt_mask))
@@ -423,6 +431,8 @@ def _synthesize_jit(
     durations,
     log_f0,
     stats,
+    pitch_shift,
+    init,
     *,
     sampler: str,
     steps: int,
@@ -431,7 +441,7 @@ def _synthesize_jit(
     max_frames: int,
 ):
     cache, cache_u, log_f0, fm = model.prepare_denoiser(
-        phonemes, token_mask, pz, prompt_mask, durations, log_f0, max_frames
+        phonemes, token_mask, pz, prompt_mask, durations, log_f0, max_frames, pitch_shift
     )
     dtype = model._dtype()
 
@@ -445,6 +455,7 @@ def _synthesize_jit(
     z = get_sampler(sampler)(
         x0_fn, shape, rng, model.sde, steps, temperature,
         guidance_scale=guidance_scale, x0_uncond_fn=x0_uncond if guidance_scale != 1.0 else None,
+        init=init,
     )  # fmt: skip
     z = L.denormalize(z, stats) * fm[..., None]
     return {"latent": z, "durations": durations, "log_f0": log_f0, "frame_mask": fm}

@@ -135,14 +135,9 @@ def resolve_dataset_dir(config: Any) -> str:
 
     path = str(config.data.get("dataset_dir", "") or "")
     if not path:
-        # The embedded pipeline (synthetic corpus -> codec -> codes) provides this once it exists.
-        make = getattr(embedded, "embedded_codes_dataset_dir", None)
-        if make is None:
-            raise FileNotFoundError(
-                "config.data.dataset_dir is empty and this tree has no embedded codes dataset "
-                f"yet: {_ENCODE_HINT}."
-            )
-        path = make(str(config.data.get("embedded_size", "default")))
+        # The embedded pipeline (launch/quickstart.py: corpus -> codec -> codes) registers it;
+        # until it has run, the error names that command.
+        path = embedded.embedded_codes_dataset_dir(str(config.data.get("embedded_size", "default")))
     features = epath.Path(path) / "features.json"
     if not features.exists():
         raise FileNotFoundError(f"{path} is not a prepared dataset (no features.json): "

@@ -1,0 +1,141 @@
+"""Voice conversion (NaturalSpeech 2's extension): source speech re-spoken in a target voice.
+
+1. The source's codec latent is encoded to noise by running the probability-flow ODE from t=0
+   to t=1 (``samplers.ddim_encode``), conditioned on the source's own phonemes, durations and
+   pitch, with the source itself as the speech prompt;
+2. a sampler runs the ODE back from that z_1 with the TARGET prompt, the same phonemes and
+   durations, and the source's pitch contour moved to the target's register (its mean log-F0
+   is shifted to the target prompt's).
+
+The source's phonemes come from its transcript (``text``) or ``phonemes``; durations are given,
+or predicted with the source as prompt and rescaled to the source's length (no aligner needed).
+The output has exactly the source's number of frames.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.diffusion import losses as L
+from naturalspeech2_jax.diffusion.samplers import ddim_encode
+from naturalspeech2_jax.inference.synthesizer import (
+    FRAME_BUCKETS,
+    TOKEN_BUCKETS,
+    SynthesisError,
+    SynthesisResult,
+    Synthesizer,
+    bucket,
+)
+
+
+def rescale_durations(durations: np.ndarray, total: int) -> np.ndarray:
+    """Integer durations proportional to ``durations`` summing to ``total`` (largest remainder)."""
+    d = np.maximum(np.asarray(durations, np.float64), 1e-3)
+    exact = d / d.sum() * total
+    out = np.floor(exact).astype(np.int64)
+    rest = total - int(out.sum())
+    out[np.argsort(-(exact - out))[:rest]] += 1
+    return out.astype(np.int32)
+
+
+@functools.partial(nnx.jit, static_argnames=("steps", "max_frames"))
+def _encode_jit(model, phonemes, token_mask, pz, prompt_mask, durations, log_f0, z0, *, steps,
+                max_frames):  # fmt: skip
+    """Source latent (normalised) -> z_1 by the deterministic ODE, conditioned on the source."""
+    cache, _, _, fm = model.prepare_denoiser(
+        phonemes, token_mask, pz, prompt_mask, durations, log_f0, max_frames
+    )
+    dtype = model._dtype()
+
+    def x0_fn(z, t):
+        return model.denoiser.denoise(z.astype(dtype), t, fm, cache).astype(jnp.float32)
+
+    return ddim_encode(x0_fn, z0 * fm[..., None], model.sde, steps) * fm[..., None]
+
+
+def _source_pitch(wav: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
+    """(log-F0 [frames] interpolated, mean voiced log-F0) of a waveform."""
+    from naturalspeech2_jax.audio.pitch import extract_pitch
+
+    log_f0, voiced = extract_pitch(wav, method="dio")
+    log_f0 = np.pad(log_f0[:frames], (0, max(frames - len(log_f0), 0)), mode="edge")
+    voiced = np.asarray(voiced[:frames], bool)
+    mean = float(log_f0[: len(voiced)][voiced].mean()) if voiced.any() else float(log_f0.mean())
+    return log_f0.astype(np.float32), mean
+
+
+def convert(
+    synth: Synthesizer,
+    source_audio: Any,
+    target_prompt: Any,
+    *,
+    text: str | None = None,
+    phonemes: list[str] | None = None,
+    durations: np.ndarray | None = None,
+    sampler: str = "dpm++2m",
+    steps: int = 25,
+    encode_steps: int | None = None,
+    keep_pitch: bool = False,
+) -> SynthesisResult:
+    """Re-speak ``source_audio`` (path or 16 kHz waveform) in the voice of ``target_prompt``."""
+    from naturalspeech2_jax.codec_api import load_audio
+
+    if text is None and phonemes is None:
+        raise SynthesisError("voice conversion needs the source's transcript; pass text=... (or "
+                             "phonemes=...).")  # fmt: skip
+    src = load_audio(source_audio) if isinstance(source_audio, str) else np.asarray(
+        source_audio, np.float32).reshape(-1)  # fmt: skip
+    if len(src) < SAMPLE_RATE // 2 or np.abs(src).max() < 1e-3:
+        raise SynthesisError("the source audio is shorter than 0.5 s or silent; pass speech.")
+    tokens = list(phonemes) if phonemes is not None else synth.phonemize(text)
+    ids = synth.encode_tokens(tokens)
+    z_src = synth.codec.latent(synth.codec.encode(src))
+    frames = len(z_src)
+    nf = bucket(frames, FRAME_BUCKETS, "source frames")
+    nt = bucket(len(ids), TOKEN_BUCKETS, "phonemes")
+    src_prompt = synth.prompt_latent(synth.load_prompt(src))
+    tgt_wav = synth.load_prompt(target_prompt)
+    tgt_prompt = synth.prompt_latent(tgt_wav)
+    stats = {k: jnp.asarray(v) for k, v in synth.latent_stats.items()}
+    phon = np.zeros((1, nt), np.int32)
+    tmask = np.zeros((1, nt), np.float32)
+    phon[0, : len(ids)], tmask[0, : len(ids)] = ids, 1.0
+    pz = L.normalize(jnp.asarray(src_prompt[0][None]), stats)
+    pm = jnp.asarray(src_prompt[1][None])
+    if durations is None:
+        from naturalspeech2_jax.models.ns2 import _predict_durations_jit
+
+        pred = np.asarray(_predict_durations_jit(
+            synth.model, jnp.asarray(phon), jnp.asarray(tmask), pz, pm, jnp.float32(1.0)
+        ))[0, : len(ids)]  # fmt: skip
+        durations = rescale_durations(pred, frames)
+    durations = np.asarray(durations, np.int32)
+    if len(durations) != len(ids) or int(durations.sum()) != frames:
+        raise SynthesisError(f"durations must give one value per phoneme ({len(ids)}) summing to "
+                             f"the source's {frames} frames.")  # fmt: skip
+    log_f0, src_mean = _source_pitch(src, frames)
+    d = np.zeros((1, nt), np.int32)
+    d[0, : len(ids)] = durations
+    lf = np.pad(log_f0, (0, nf - frames), mode="edge")[None]
+    z0 = np.zeros((1, nf, z_src.shape[-1]), np.float32)
+    z0[0, :frames] = z_src
+    z1 = _encode_jit(
+        synth.model, jnp.asarray(phon), jnp.asarray(tmask), pz, pm, jnp.asarray(d),
+        jnp.asarray(lf), L.normalize(jnp.asarray(z0), stats),
+        steps=int(encode_steps or steps), max_frames=nf,
+    )  # fmt: skip
+    if not keep_pitch:  # move the contour to the target's register, keeping its shape
+        _, tgt_mean = _source_pitch(tgt_wav, len(tgt_wav) // HOP_LENGTH)
+        log_f0 = log_f0 + (tgt_mean - src_mean)
+    out = synth._generate(
+        [tokens], tgt_prompt, durations=[durations], log_f0=[log_f0], sampler=sampler,
+        steps=steps, init=np.asarray(jax.device_get(z1))[:, :frames],
+    )[0]  # fmt: skip
+    return out
