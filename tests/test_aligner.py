@@ -152,6 +152,15 @@ def test_forward_sum_with_optional_tokens_and_prior_equals_brute_force():
     np.testing.assert_allclose(float(got[0]), -np.logaddexp.reduce(scores), rtol=1e-5)
 
 
+def test_ctc_targets_leave_out_optional_tokens():
+    labels = jnp.asarray([[0, 5, 6, 0, 7, 0], [0, 3, 0, 0, 0, 0]])
+    label_mask = jnp.asarray([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], jnp.float32)
+    optional = labels == 0
+    got, mask = ctc.spoken_labels(labels, label_mask, optional)
+    assert np.asarray(got)[0, :3].tolist() == [5, 6, 7] and np.asarray(got)[1, 0] == 3
+    assert np.asarray(mask).tolist() == [[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]]
+
+
 def test_beta_binomial_prior_is_a_distribution_over_tokens_and_matches_numpy():
     frame_mask = jnp.asarray([[1.0] * 9 + [0.0] * 3, [1.0] * 12])
     label_mask = jnp.asarray([[1.0] * 4 + [0.0] * 2, [1.0] * 6])

@@ -279,6 +279,23 @@ def flat_start_loss(
     return jnp.sum(ce * frame_mask, axis=1)
 
 
+def spoken_labels(
+    labels: jax.Array, label_mask: jax.Array, optional: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
+    """The CTC targets: ``labels`` [B, N] without the optional tokens (kept ones moved to the
+    front, in order) and their mask. Silences and pauses are CTC's blank; a CTC target that may
+    be acoustically absent (a word boundary without a pause) would teach a spurious class."""
+    if optional is None:
+        return labels, label_mask
+    n = labels.shape[1]
+    keep = (label_mask > 0) & ~optional
+    order = jnp.argsort(jnp.where(keep, 0, n) + jnp.arange(n)[None, :], axis=1)
+    return (
+        jnp.take_along_axis(labels, order, axis=1),
+        jnp.take_along_axis(keep, order, axis=1).astype(label_mask.dtype),
+    )
+
+
 def aligner_losses(
     model: CTCAligner,
     batch: dict[str, jax.Array],
@@ -292,22 +309,24 @@ def aligner_losses(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean per-frame CTC + weight * forward-sum (+ flat-start CE) loss; metrics per frame.
 
-    The forward-sum term adds ``prior_weight`` x the beta-binomial prior to its emissions and
-    lets the tokens in ``optional_ids`` take zero frames.
+    Tokens in ``optional_ids`` (on real speech: the silence class, which word boundaries and
+    punctuation are mapped to by ``data.prepare``) are left out of the CTC targets and may take
+    zero frames in the forward-sum, whose emissions get ``prior_weight`` x the beta-binomial prior.
     """
     frame_mask = batch["frame_mask"].astype(jnp.float32)
     label_mask = batch["phoneme_mask"].astype(jnp.float32)
     log_probs = model(batch["mel"], frame_mask, rngs=rngs)
     frames = jnp.maximum(jnp.sum(frame_mask), 1.0)
-    ctc = jnp.sum(ctc_loss(log_probs, frame_mask, batch["phonemes"], label_mask)) / frames
+    optional = (
+        jnp.isin(batch["phonemes"], jnp.asarray(optional_ids, jnp.int32)) if optional_ids else None
+    )
+    ctc_labels, ctc_mask = spoken_labels(batch["phonemes"], label_mask, optional)
+    ctc = jnp.sum(ctc_loss(log_probs, frame_mask, ctc_labels, ctc_mask)) / frames
     phone = phoneme_log_probs(log_probs)
     prior = (
         prior_weight * log_beta_binomial_prior(frame_mask, label_mask, prior_scale)
         if prior_weight
         else None
-    )
-    optional = (
-        jnp.isin(batch["phonemes"], jnp.asarray(optional_ids, jnp.int32)) if optional_ids else None
     )
     fs = forward_sum_loss(
         phone, frame_mask, batch["phonemes"], label_mask, log_prior=prior, optional=optional
