@@ -25,7 +25,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from naturalspeech2_jax.align import aligner_task
+from naturalspeech2_jax.align import aligner_task, ctc
 from naturalspeech2_jax.align.viterbi import (  # noqa: F401  (re-exported for callers)
     Alignment,
     AlignmentError,
@@ -70,7 +70,7 @@ def log_mel(wav: np.ndarray, *, n_frames: int | None = None, sample_rate: int = 
 @functools.partial(jax.jit, static_argnums=0)
 def _phoneme_log_probs(graphdef, state, mel, frame_mask):
     model = nnx.merge(graphdef, state)
-    return model.frame_log_probs(mel, frame_mask)
+    return ctc.phoneme_log_probs(model(mel, frame_mask))
 
 
 class Aligner:

@@ -7,7 +7,7 @@ sides) -> optional pre-norm Transformer encoder layers with a key padding mask -
 V phoneme ids plus the CTC blank, which is the LAST class (index V) so phoneme ids keep their own
 values. Padded frames are zeroed after every layer so they never leak into real frames.
 
-Losses (``aligner_losses``):
+Losses (``aligner_losses``), both computed from the same head:
   * CTC (``optax.ctc_loss``) over the V+1 classes: learns *which* phonemes are present, robustly,
     from transcripts alone.
   * A blank-free "forward-sum" loss: -log sum over all monotonic segmentations of the transcript
@@ -21,8 +21,7 @@ Losses (``aligner_losses``):
     ``config.loss.flat_start_steps``. Started from uniform posteriors, the forward-sum loss
     otherwise tends to settle on a degenerate solution (the always-present silence token
     predicted everywhere and stretched over the utterance), for hundreds of steps or for good.
-CTC has its own head; the forward-sum, the flat start and alignment use a second, per-frame
-head over the V phoneme classes (``CTCAligner.frame_log_probs``).
+Alignment uses ``phoneme_log_probs`` (the non-blank log-softmax).
 """
 
 from __future__ import annotations
@@ -131,28 +130,10 @@ class CTCAligner(nnx.Module):
         )
         self.out_norm = _layer_norm(dim, rngs)
         self.head = _dense(dim, vocab_size + 1, ("embed", "vocab"), rngs)
-        # A second head classifies every frame (no blank) for the forward-sum loss and Viterbi.
-        # Sharing the CTC head failed on real speech: CTC makes the posteriors spiky (blank on
-        # most frames), and the blank-free renormalisation of those frames favoured the
-        # silence class, which the forward-sum then reinforced (most phonemes got one frame).
-        self.frame_head = _dense(dim, vocab_size, ("embed", "vocab"), rngs)
 
     def __call__(
         self, mel: jax.Array, frame_mask: jax.Array, *, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
-        """CTC log-probs [B, T, V + 1] (blank last)."""
-        return self.heads(mel, frame_mask, rngs=rngs)[0]
-
-    def frame_log_probs(
-        self, mel: jax.Array, frame_mask: jax.Array, *, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
-        """Per-frame phoneme log-probs [B, T, V] (no blank): what alignment uses."""
-        return self.heads(mel, frame_mask, rngs=rngs)[1]
-
-    def heads(
-        self, mel: jax.Array, frame_mask: jax.Array, *, rngs: nnx.Rngs | None = None
-    ) -> tuple[jax.Array, jax.Array]:
-        """(CTC log-probs [B, T, V + 1], frame log-probs [B, T, V]) from one encoder pass."""
         mask = frame_mask[..., None].astype(mel.dtype)
         # Per-utterance, per-channel normalisation over real frames only.
         count = jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1.0)
@@ -164,10 +145,13 @@ class CTCAligner(nnx.Module):
             h = block(h, mask, rngs)
         for layer in self.attn:
             h = layer(h, mask, rngs)
-        h = self.out_norm(h)
-        ctc_logits = self.head(h).astype(jnp.float32)
-        frame_logits = self.frame_head(h).astype(jnp.float32)
-        return jax.nn.log_softmax(ctc_logits, axis=-1), jax.nn.log_softmax(frame_logits, axis=-1)
+        logits = self.head(self.out_norm(h)).astype(jnp.float32)
+        return jax.nn.log_softmax(logits, axis=-1)
+
+
+def phoneme_log_probs(log_probs: jax.Array) -> jax.Array:
+    """Blank-free per-frame log-probs [..., V]: the softmax renormalised over phoneme classes."""
+    return jax.nn.log_softmax(log_probs[..., :-1], axis=-1)
 
 
 def ctc_loss(
@@ -331,13 +315,14 @@ def aligner_losses(
     """
     frame_mask = batch["frame_mask"].astype(jnp.float32)
     label_mask = batch["phoneme_mask"].astype(jnp.float32)
-    log_probs, phone = model.heads(batch["mel"], frame_mask, rngs=rngs)
+    log_probs = model(batch["mel"], frame_mask, rngs=rngs)
     frames = jnp.maximum(jnp.sum(frame_mask), 1.0)
     optional = (
         jnp.isin(batch["phonemes"], jnp.asarray(optional_ids, jnp.int32)) if optional_ids else None
     )
     ctc_labels, ctc_mask = spoken_labels(batch["phonemes"], label_mask, optional)
     ctc = jnp.sum(ctc_loss(log_probs, frame_mask, ctc_labels, ctc_mask)) / frames
+    phone = phoneme_log_probs(log_probs)
     prior = (
         prior_weight * log_beta_binomial_prior(frame_mask, label_mask, prior_scale)
         if prior_weight
