@@ -17,7 +17,7 @@ against the frame invariant ``len(audio) == 200 * n_frames == 200 * sum(duration
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import grain
@@ -249,3 +249,12 @@ def bucket_iterator(
     ds = grain.MapDataset.range(n).map(host_example).batch(local_batch_size)
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     return iter(ds.to_iter_dataset(read_options=read))
+
+
+def split_names(splits: str | Iterable[str]) -> list[str]:
+    """``"train,cathy"`` -> ``["train", "cathy"]`` (a sequence passes through)."""
+    names = splits.split(",") if isinstance(splits, str) else list(splits)
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError("no split named; set config.data.train_splits, e.g. 'train,cathy'.")
+    return names

@@ -37,6 +37,7 @@ from etils import epath
 from flax import nnx
 
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.data.pipeline import split_names
 from naturalspeech2_jax.models import codec_losses as L
 from naturalspeech2_jax.models.codec import NeuralCodec
 from naturalspeech2_jax.models.discriminators import CodecDiscriminators
@@ -91,15 +92,6 @@ def resolve_dataset_dir(config: Any) -> str:
     from naturalspeech2_jax.data import embedded
 
     return embedded.resolve_dataset_dir(config)
-
-
-def split_names(splits: str | Iterable[str]) -> list[str]:
-    """``"train,cathy"`` -> ``["train", "cathy"]`` (a sequence passes through)."""
-    names = splits.split(",") if isinstance(splits, str) else list(splits)
-    names = [n.strip() for n in names if n.strip()]
-    if not names:
-        raise ValueError("no split named; set config.data.train_splits, e.g. 'train,cathy'.")
-    return names
 
 
 def open_splits(dataset_dir: str, splits: str | Iterable[str]):

@@ -41,6 +41,7 @@ from etils import epath
 from flax import nnx
 
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.data.pipeline import split_names
 from naturalspeech2_jax.models.ns2 import (
     NaturalSpeech2,
     fast_abstract_tracing,
@@ -145,15 +146,6 @@ def resolve_dataset_dir(config: Any) -> str:
     if '"codes"' not in features.read_text():
         raise ValueError(f"{path} has no codec codes (a feature 'codes'): {_ENCODE_HINT}.")
     return path
-
-
-def split_names(splits: str | Sequence[str]) -> list[str]:
-    """``"train,cathy"`` -> ``["train", "cathy"]``."""
-    names = splits.split(",") if isinstance(splits, str) else list(splits)
-    names = [n.strip() for n in names if n.strip()]
-    if not names:
-        raise ValueError("no split named; set config.data.train_splits, e.g. 'train,cathy'.")
-    return names
 
 
 def token_lengths(dataset_dir: str, split: str, source: Any) -> np.ndarray:
