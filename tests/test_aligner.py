@@ -161,6 +161,28 @@ def test_ctc_targets_leave_out_optional_tokens():
     assert np.asarray(mask).tolist() == [[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]]
 
 
+def test_flat_start_gives_edge_silence_to_edge_tokens_and_speech_to_spoken_ones():
+    # frames 0-1 and 8-9 quiet, 2-7 loud; row 1 has two padded frames and no leading pause token
+    mel = np.full((2, 12, 4), -10.0, np.float32)
+    mel[:, 2:8] = 0.0
+    frame_mask = np.ones((2, 12), np.float32)
+    frame_mask[1, 10:] = 0.0
+    labels = jnp.asarray([[0, 5, 0, 6, 0], [7, 5, 0, 6, 0]])
+    label_mask = jnp.ones((2, 5))
+    optional = labels == 0
+    span = ctc.speech_span(jnp.asarray(mel), jnp.asarray(frame_mask))
+    assert np.asarray(span[0]).tolist() == [2, 2] and np.asarray(span[1]).tolist() == [7, 7]
+    got = np.asarray(
+        ctc.flat_start_targets(labels, label_mask, frame_mask, optional=optional, span=span)
+    )
+    # the word-boundary pause in the middle gets no frames; edges go to the edge silences
+    assert got[0].tolist() == [0, 0, 5, 5, 5, 6, 6, 6, 0, 0, 0, 0]
+    assert got[1, :10].tolist() == [7, 7, 7, 7, 5, 5, 6, 6, 0, 0]
+    # without optional tokens: the classic uniform split over every token
+    plain = np.asarray(ctc.flat_start_targets(labels, label_mask, frame_mask))
+    assert plain[0].tolist() == [0, 0, 5, 5, 5, 0, 0, 6, 6, 6, 0, 0]
+
+
 def test_beta_binomial_prior_is_a_distribution_over_tokens_and_matches_numpy():
     frame_mask = jnp.asarray([[1.0] * 9 + [0.0] * 3, [1.0] * 12])
     label_mask = jnp.asarray([[1.0] * 4 + [0.0] * 2, [1.0] * 6])

@@ -42,6 +42,9 @@ def test_embedded_corpus_prepares_with_exact_durations(tmp_path, tiny_corpus):
     assert set(card["splits"]) == {"train", "heldout"}
     assert card["splits"]["train"]["utterances"] == 6 and card["splits"]["heldout"]["speakers"] == 1
     assert card["durations_source"] == {"exact timings": 9}
+    stats = card["duration_stats"]  # exact espeak timings: phonemes of several frames, few pauses
+    assert stats["phoneme_median_frames"] >= 3 and stats["phoneme_one_frame_share"] < 0.1
+    assert 0.0 < stats["pause_frame_share"] < 0.5
     for split in ("train", "heldout"):
         src = pipeline.open_split(result.dataset_dir, split)
         lengths = pipeline.frame_lengths(result.dataset_dir, split)

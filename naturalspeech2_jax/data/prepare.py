@@ -221,6 +221,7 @@ def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rej
     lines += [
         "",
         f"Durations from: {card['durations_source']}",
+        f"Duration statistics: {card.get('duration_stats', {})}",
         f"Rejected: {card['rejected_total']} ({card['rejected_by_reason']})",
         f"Phoneme vocabulary version: {card['vocab_version']}",
         "",
@@ -386,6 +387,9 @@ def prepare_corpus(
             for s in split_names
         },
         "durations_source": dict(source_counts),
+        "duration_stats": duration_stats(
+            [t for _, _, t, _ in final], [durations[u.id] for _, u, _, _ in final]
+        ),
         "aligner": align_report,
         "rejected_total": len(rejected),
         "rejected_by_reason": dict(reasons),
@@ -402,6 +406,29 @@ def prepare_corpus(
     _write_card(out_dir, card, lengths, rejected)
     log.info("prepared %s: %s", out_dir, json.dumps(card["splits"]))
     return PrepareResult(out_dir, card)
+
+
+def duration_stats(tokens: list[list[str]], durations: list[np.ndarray]) -> dict[str, float]:
+    """Sanity figures of a dataset's durations, in the card: a degenerate alignment shows up as
+    many one-frame phonemes or a large pause share (exact espeak timings: median 6 frames, 1.6%
+    one-frame, 17% of frames in pauses and word boundaries)."""
+    from naturalspeech2_jax.text.g2p import is_phoneme
+
+    spoken, pause, total = [], 0, 0
+    for toks, d in zip(tokens, durations, strict=True):
+        mask = np.asarray([is_phoneme(t) for t in toks], bool)
+        d = np.asarray(d)
+        spoken.append(d[mask])
+        pause += int(d[~mask].sum())
+        total += int(d.sum())
+    frames = np.concatenate(spoken) if spoken else np.zeros(0)
+    if not len(frames):
+        return {}
+    return {
+        "phoneme_median_frames": float(np.median(frames)),
+        "phoneme_one_frame_share": round(float(np.mean(frames <= 1)), 4),
+        "pause_frame_share": round(pause / max(total, 1), 4),
+    }
 
 
 def _durations(kept, work: epath.Path, opts: PrepareOptions):
