@@ -269,3 +269,28 @@ def test_aligner_rejects_bad_inputs(trained):
         aligner.align(mel, np.array([99]))
     with pytest.raises(FileNotFoundError, match="not an aligner workdir"):
         api.Aligner.from_checkpoint(str(trained[0] / "nowhere"))
+
+
+def test_pause_gate_penalises_loud_frames_only_and_matches_numpy():
+    from naturalspeech2_jax.align.viterbi import pause_log_gate
+
+    rng = np.random.default_rng(0)
+    mel = np.full((1, 10, 8), -10.0, np.float32) + 0.01 * rng.normal(size=(1, 10, 8))
+    mel[0, 3:7] = 0.0  # loud in the middle
+    frame_mask = np.ones((1, 10), np.float32)
+    got = np.asarray(ctc.pause_log_gate(jnp.asarray(mel), jnp.asarray(frame_mask), 0.3, 10.0))
+    np.testing.assert_allclose(got[0], pause_log_gate(mel[0], 0.3, 10.0), atol=1e-4)
+    assert np.all(got[0, 3:7] == -10.0) and np.all(np.abs(got[0, [0, 1, 2, 7, 8, 9]]) < 1e-3)
+    # in the forward-sum, a pause token over loud frames now costs the path its penalty
+    labels = jnp.asarray([[1, 0, 2]])
+    lp = jnp.zeros((1, 10, 4))  # uninformative emissions
+    batch = {"mel": jnp.asarray(mel), "frame_mask": jnp.asarray(frame_mask)}
+    gate = ctc.pause_log_gate(batch["mel"], batch["frame_mask"])[:, :, None]
+    prior = gate * (labels == 0)[:, None, :].astype(jnp.float32)
+    with_gate = ctc.forward_sum_loss(
+        lp, batch["frame_mask"], labels, jnp.ones((1, 3)), log_prior=prior, optional=labels == 0
+    )
+    without = ctc.forward_sum_loss(
+        lp, batch["frame_mask"], labels, jnp.ones((1, 3)), optional=labels == 0
+    )
+    assert float(with_gate[0]) > float(without[0])  # fewer likely paths: higher loss

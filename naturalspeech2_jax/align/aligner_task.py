@@ -311,6 +311,8 @@ class AlignerTask:
             prior_weight=float(self.config.loss.get("prior_weight", 0.0)),
             prior_scale=float(self.config.loss.get("prior_scale", 1.0)),
             optional_ids=tuple(int(i) for i in self.config.data.get("optional_ids", ()) or ()),
+            pause_penalty=float(self.config.loss.get("pause_penalty", 0.0)),
+            pause_level=float(self.config.loss.get("pause_level", 0.3)),
             rngs=nnx.Rngs(dropout=rng),
         )
 

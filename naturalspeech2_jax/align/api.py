@@ -31,6 +31,7 @@ from naturalspeech2_jax.align.viterbi import (  # noqa: F401  (re-exported for c
     AlignmentError,
     beta_binomial_log_prior,
     boundary_errors_ms,
+    pause_log_gate,
     viterbi_align,
 )
 from naturalspeech2_jax.configuration import apply_overrides
@@ -152,6 +153,7 @@ class Aligner:
                 raise ValueError(f"phoneme id {int(np.max(p))} >= aligner vocab {self.vocab_size}.")
         loss = self.config.get("loss", {})
         prior_weight = float(loss.get("prior_weight", 0.0))
+        pause_penalty = float(loss.get("pause_penalty", 0.0))
         optional = np.asarray(self.config.data.get("optional_ids", ()) or (), np.int64)
         results: list[Alignment | AlignmentError] = []
         for k, lp in enumerate(self.log_probs(mels)):
@@ -165,6 +167,14 @@ class Aligner:
                 prior = prior_weight * beta_binomial_log_prior(
                     len(lp), len(ids), float(loss.get("prior_scale", 1.0))
                 )
+            if pause_penalty and len(optional) and len(ids) <= len(lp):
+                gate = (
+                    pause_log_gate(mels[k], float(loss.get("pause_level", 0.3)), pause_penalty)[
+                        :, None
+                    ]
+                    * np.isin(ids, optional)[None, :]
+                )
+                prior = gate if prior is None else prior + gate
             try:
                 results.append(
                     viterbi_align(lp[:, ids], mf, min_confidence=min_confidence, log_prior=prior)

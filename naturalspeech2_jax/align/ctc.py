@@ -260,6 +260,21 @@ def forward_sum_loss(
     return -end
 
 
+def pause_log_gate(
+    mel: jax.Array, frame_mask: jax.Array, level: float = 0.3, penalty: float = 10.0
+) -> jax.Array:
+    """Log-emission penalty [B, T] for pause (optional) tokens: 0 on quiet frames, ramping to
+    ``-penalty`` on frames more than ``level`` + 0.2 of the way from the utterance's quietest to
+    its loudest real frame (energy = mean log-mel). ``viterbi.pause_log_gate`` is the same for
+    one utterance in numpy; see there for why."""
+    energy = jnp.mean(mel.astype(jnp.float32), axis=-1)
+    real = frame_mask > 0
+    lo = jnp.min(jnp.where(real, energy, jnp.inf), axis=1, keepdims=True)
+    hi = jnp.max(jnp.where(real, energy, -jnp.inf), axis=1, keepdims=True)
+    z = (energy - lo) / jnp.maximum(hi - lo, 1e-6)
+    return jnp.where(real, -penalty * jnp.clip((z - level) / 0.2, 0.0, 1.0), 0.0)
+
+
 def speech_span(
     mel: jax.Array, frame_mask: jax.Array, level: float = 0.3
 ) -> tuple[jax.Array, jax.Array]:
@@ -370,13 +385,16 @@ def aligner_losses(
     prior_weight: float = 0.0,
     prior_scale: float = 1.0,
     optional_ids: tuple[int, ...] = (),
+    pause_penalty: float = 0.0,
+    pause_level: float = 0.3,
     rngs: nnx.Rngs | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean per-frame CTC + weight * forward-sum (+ flat-start CE) loss; metrics per frame.
 
     Tokens in ``optional_ids`` (on real speech: the silence class, which word boundaries and
     punctuation are mapped to by ``data.prepare``) are left out of the CTC targets and may take
-    zero frames in the forward-sum, whose emissions get ``prior_weight`` x the beta-binomial prior.
+    zero frames in the forward-sum, whose emissions get ``prior_weight`` x the beta-binomial prior
+    and, with ``pause_penalty``, ``pause_log_gate`` on the optional tokens (pauses are quiet).
     """
     frame_mask = batch["frame_mask"].astype(jnp.float32)
     label_mask = batch["phoneme_mask"].astype(jnp.float32)
@@ -393,6 +411,10 @@ def aligner_losses(
         if prior_weight
         else None
     )
+    if optional is not None and pause_penalty:
+        gate = pause_log_gate(batch["mel"], frame_mask, pause_level, pause_penalty)
+        gate = gate[:, :, None] * optional[:, None, :].astype(gate.dtype)
+        prior = gate if prior is None else prior + gate
     fs = forward_sum_loss(
         phone, frame_mask, batch["phonemes"], label_mask, log_prior=prior, optional=optional
     )
