@@ -16,11 +16,17 @@ command resumes; ``--config.total_steps=N`` extends a finished run. Then:
 Hardware and measured cost (2 shared CPU cores, load average 8-10 from other jobs, XLA CPU):
 - smoke: 0.25M params; step 0.3 s after a 75 s compile; tests/test_codec.py trains it 12 steps.
 - tiny: channels 8, 0.81M generator parameters; 27.6 GFLOP per step (XLA cost analysis, both
-  branches of the GAN switch); measured 1.5 s per step before the GAN starts (niced, after an
-  18-minute niced compile; set JAX_COMPILATION_CACHE_DIR so resumes skip it), i.e. 8 x 0.4 s
-  = 3.2 s of audio per step, about 2.1 audio-s/s. After ``disc.start_step`` (1000) a step also
-  runs the discriminators (about 2.5x the FLOPs: an estimate, not yet measured), so 1800 steps
-  take about 90 minutes of wall time.
+  branches of the GAN switch); an 18-minute niced compile (set JAX_COMPILATION_CACHE_DIR so
+  resumes skip it). Measured on ../shared/data (speechocean762 train + cathy, 2.2 h), batch 8 x
+  0.4 s crops = 3.2 audio-s per step (metrics.jsonl ``steps_per_sec``): 1.5-1.7 steps/s before
+  the GAN starts (about 5 audio-s/s), 0.39 steps/s with the discriminators (1.25 audio-s/s),
+  0.16-0.22 when the 2 cores are shared with two other jobs. The 1800 steps are about 45 min of
+  the 2-core machine alone (10 min before the GAN, 35 min after). Dev speakers (50 utterances,
+  ``launch/evaluate.py codec``): PESQ-WB 1.14, STOI 0.69-0.70, mel L1 0.71 at 4, 8 and 16
+  quantizers alike (3.2-12.8 kbps), against Opus at 4.4 / 5.5 / 11.9 kbps: PESQ 1.43 / 2.29 /
+  3.97, STOI 0.67 / 0.90 / 0.97. Rough, and the finer quantizers add nothing:
+  the 8-channel decoder, not the bitrate, is the limit at this budget (dev PESQ 1.10 at step
+  600, 1.12 at 1200, 1.14 at 1800).
   The same preset with channels 16 measured 11 s per step with the GAN on (57 GFLOP).
 - base: one GPU; paper: the paper's setting (8 GPUs x 200 clips, 440K steps, Adam 2e-4).
 
