@@ -34,8 +34,12 @@ Scale-out (``--compile_only`` on 8 simulated CPU devices, measured; see launch/t
 batch 8 x 8 frames, float32: 1.82 GFLOP per step (both branches of the GAN switch), 113.1 MB per
 device on data=8 and 110.8 MB on data=2 x fsdp=4 (XLA heap peak 36.8 / 34.6 MB; the replicated EMA
 codebooks, 33.5 MB, dominate at this size), compiled in 85 s / 63 s. The paper preset (batch 1600
-x 1 s, bf16) was not compiled on the shared 23 GB machine: the NS2 paper compile was killed by
-the OOM killer there; use a host with more memory. The base and paper presets compute in bf16.
+x 1 s, bf16 compute, 44.1M parameters with the discriminators) on data=8: 72.5 GB per device
+(arguments 0.75 GB, temporaries 71.8 GB: activations of 200 one-second clips per device, no
+rematerialisation), 443 TFLOP per step (55.4 per device); compiled in 306 s with LLVM optimisation
+skipped (``--compile_only`` does that on CPU), 6.4 GB resident. So the paper's 8 x 200 clips fit
+80 GB accelerators only just: use fsdp or a smaller per-device batch on smaller ones. The base and
+paper presets compute in bf16.
 
 Expected: ``generator/mel_loss`` (log-mel L1, mean over the FFT scales) falls from the start of
 training (the smoke test asserts a 15% drop within 12 steps on a fixed batch);
