@@ -89,6 +89,8 @@ def test_two_processes_match_one_and_restore_resharded(dataset, one_process_run,
             NS2_COORDINATOR=f"127.0.0.1:{port}",
             NS2_NUM_PROCESSES="2",
             NS2_PROCESS_ID=str(i),
+            # the worker imports the package from this checkout, installed or not
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         )
         pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(subprocess.Popen(cmd, env=env, **pipes))
