@@ -32,13 +32,14 @@ Scale-out (``--compile_only``: the real train step compiled for a mesh of 8 simu
 and the largest bucket; XLA memory analysis per device = arguments + outputs + temporaries -
 donated, with XLA's own heap peak in brackets; FLOPs = cost analysis of all devices; measured):
   * tiny, batch 8 x 640 frames, float32, 122 GFLOP per step: data=8 224.0 MB/device (92.0 MB);
-    data=2 x fsdp=4 196.7 MB/device (68.0 MB); each compiled in about 610 s on the shared 2-core
-    machine (data=2 x fsdp=4 before the conv_in -> fsdp rule, which also shards conv kernels).
+    data=2 x fsdp=4 196.7 MB/device (68.0 MB). Compiled in 178 s (data=8) now that
+    ``--compile_only`` skips LLVM optimisation on CPU (about 610 s before, same memory/FLOPs).
   * paper, batch 128 x 1600 frames, bf16 compute: the CPU compile does not fit the 23 GB shared
-    machine (killed by the OOM killer at ~10 GB resident after 8-12 CPU-minutes, on data=8 and
-    on data=2 x fsdp=4); lowering alone takes 62 s and the unpartitioned HLO cost analysis gives
-    295 TFLOP per step (2.3 TFLOP per 20 s utterance). Run the command in launch/train.py's
-    docstring on a host with more memory (>= 32 GB free) for the per-device figures.
+    machine: even without LLVM optimisation it passed 13 GB resident after 18 min (data=8),
+    still growing, when the memory watchdog stopped it; lowering alone takes 62 s and the
+    unpartitioned HLO cost analysis gives 295 TFLOP per step (2.3 TFLOP per 20 s utterance).
+    Run the command in launch/train.py's docstring alone on a host with >= 32 GB free for the
+    per-device figures.
 
 Periodic evaluation (``eval_every``) synthesizes ``eval.num_examples`` held-out sentences with
 prompts from other utterances of held-out speakers and writes, under ``samples/step_N/``, the
