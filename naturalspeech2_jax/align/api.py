@@ -154,6 +154,7 @@ class Aligner:
         loss = self.config.get("loss", {})
         prior_weight = float(loss.get("prior_weight", 0.0))
         pause_penalty = float(loss.get("pause_penalty", 0.0))
+        pause_level = float(loss.get("pause_level", 0.3))
         optional = np.asarray(self.config.data.get("optional_ids", ()) or (), np.int64)
         results: list[Alignment | AlignmentError] = []
         for k, lp in enumerate(self.log_probs(mels)):
@@ -168,12 +169,8 @@ class Aligner:
                     len(lp), len(ids), float(loss.get("prior_scale", 1.0))
                 )
             if pause_penalty and len(optional) and len(ids) <= len(lp):
-                gate = (
-                    pause_log_gate(mels[k], float(loss.get("pause_level", 0.3)), pause_penalty)[
-                        :, None
-                    ]
-                    * np.isin(ids, optional)[None, :]
-                )
+                gate = pause_log_gate(mels[k], pause_level, pause_penalty)[:, None]
+                gate = gate * np.isin(ids, optional)[None, :]
                 prior = gate if prior is None else prior + gate
             try:
                 results.append(

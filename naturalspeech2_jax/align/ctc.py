@@ -260,19 +260,26 @@ def forward_sum_loss(
     return -end
 
 
+def relative_energy(mel: jax.Array, frame_mask: jax.Array) -> jax.Array:
+    """Frame energy (mean log-mel) [B, T] rescaled to 0 at the utterance's quietest real frame
+    and 1 at its loudest (0 everywhere when the energy is constant): what ``pause_log_gate``
+    and ``speech_span`` threshold."""
+    energy = jnp.mean(mel.astype(jnp.float32), axis=-1)
+    real = frame_mask > 0
+    lo = jnp.min(jnp.where(real, energy, jnp.inf), axis=1, keepdims=True)
+    hi = jnp.max(jnp.where(real, energy, -jnp.inf), axis=1, keepdims=True)
+    return (energy - lo) / jnp.maximum(hi - lo, 1e-6)
+
+
 def pause_log_gate(
     mel: jax.Array, frame_mask: jax.Array, level: float = 0.3, penalty: float = 10.0
 ) -> jax.Array:
     """Log-emission penalty [B, T] for pause (optional) tokens: 0 on quiet frames, ramping to
     ``-penalty`` on frames more than ``level`` + 0.2 of the way from the utterance's quietest to
-    its loudest real frame (energy = mean log-mel). ``viterbi.pause_log_gate`` is the same for
+    its loudest real frame (``relative_energy``). ``viterbi.pause_log_gate`` is the same for
     one utterance in numpy; see there for why."""
-    energy = jnp.mean(mel.astype(jnp.float32), axis=-1)
-    real = frame_mask > 0
-    lo = jnp.min(jnp.where(real, energy, jnp.inf), axis=1, keepdims=True)
-    hi = jnp.max(jnp.where(real, energy, -jnp.inf), axis=1, keepdims=True)
-    z = (energy - lo) / jnp.maximum(hi - lo, 1e-6)
-    return jnp.where(real, -penalty * jnp.clip((z - level) / 0.2, 0.0, 1.0), 0.0)
+    z = relative_energy(mel, frame_mask)
+    return jnp.where(frame_mask > 0, -penalty * jnp.clip((z - level) / 0.2, 0.0, 1.0), 0.0)
 
 
 def speech_span(
@@ -281,11 +288,8 @@ def speech_span(
     """First and last frame [B] whose energy (mean log-mel) is above ``level`` of the way from
     the utterance's quietest to its loudest real frame: the span between leading and trailing
     silence. An utterance with no such frame (constant energy) spans all its real frames."""
-    energy = jnp.mean(mel, axis=-1)
     real = frame_mask > 0
-    lo = jnp.min(jnp.where(real, energy, jnp.inf), axis=1, keepdims=True)
-    hi = jnp.max(jnp.where(real, energy, -jnp.inf), axis=1, keepdims=True)
-    loud = real & (energy > lo + level * (hi - lo))
+    loud = real & (relative_energy(mel, frame_mask) > level)
     t_len = mel.shape[1]
     n_real = jnp.sum(real, axis=1).astype(jnp.int32)
     any_loud = jnp.any(loud, axis=1)
@@ -311,7 +315,7 @@ def flat_start_targets(
     utterance's edge silences). Uniform shares for optional tokens taught the silence class to
     fire in the middle of words: on espeak speech it then took 54% of the frames, 17% true.
     """
-    b, n = labels.shape
+    b = labels.shape[0]
     t_idx = jnp.arange(frame_mask.shape[1], dtype=jnp.float32)[None, :]
     n_frames = jnp.maximum(jnp.sum(frame_mask, axis=1, keepdims=True), 1.0)
     if optional is None:
