@@ -6,6 +6,10 @@ stack whose stages each hold three residual units (dilations 1, 3, 9) and end in
 (strides 2, 4, 5, 5 multiply to the 200-sample hop, channels double per stage); the decoder
 mirrors it with transposed convolutions. ELU activations, weight-normed convolutions.
 
+``kind="spectral"`` swaps the encoder and decoder for frame-rate ConvNeXt stacks behind a fixed
+STFT/iSTFT (``codec_spectral.py``): the same contract at about a hundredth of the FLOPs per
+second of audio; ``channels`` is then their width and ``layers`` their depths.
+
 Public pieces used by NaturalSpeech 2: ``encode(wav) -> codes``, ``latent(codes) -> z`` (the
 diffusion target, the sum of quantized embeddings), ``decode(z) -> wav`` and ``codebooks``.
 """
@@ -19,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from naturalspeech2_jax.models.codec_spectral import ISTFTDecoder, SpectralEncoder
 from naturalspeech2_jax.models.layers import Conv1d, ConvTranspose1d
 from naturalspeech2_jax.models.quantizer import ResidualVQ
 
@@ -107,6 +112,9 @@ class Decoder(nnx.Module):
         return jnp.tanh(self.out(jax.nn.elu(x))[..., 0].astype(jnp.float32))
 
 
+CODEC_KINDS = ("wave", "spectral")
+
+
 class NeuralCodec(nnx.Module):
     """Encoder + residual VQ + decoder (the generator of the codec GAN)."""
 
@@ -125,13 +133,26 @@ class NeuralCodec(nnx.Module):
         kmeans_iters: int = 0,
         quantizer_dropout: float = 1.0,
         weight_norm: bool = True,
+        kind: str = "wave",
+        layers: Sequence[int] = (4, 8),
+        mlp_ratio: int = 3,
         rngs: nnx.Rngs,
     ):
+        if kind not in CODEC_KINDS:
+            raise ValueError(f"codec kind {kind!r} is not one of {CODEC_KINDS}; set model.kind.")
         self.hop = math.prod(strides)
+        self.kind = kind
         self.num_quantizers = num_quantizers
         self.quantizer_dropout = quantizer_dropout
-        args = (channels, tuple(strides), tuple(dilations), kernel_size, latent_dim, weight_norm)
-        self.encoder = Encoder(*args, rngs)
+        # Built in the order encoder, quantizer, decoder (the initialisers' random stream).
+        wn = weight_norm
+        if kind == "wave":
+            args = (channels, tuple(strides), tuple(dilations), kernel_size, latent_dim, wn)
+            self.encoder = Encoder(*args, rngs)
+        else:
+            enc_layers, dec_layers = layers
+            spectral = (self.hop, channels, mlp_ratio, latent_dim)
+            self.encoder = SpectralEncoder(*spectral, enc_layers, rngs)
         self.quantizer = ResidualVQ(
             num_quantizers,
             codebook_size,
@@ -141,7 +162,10 @@ class NeuralCodec(nnx.Module):
             kmeans_iters=kmeans_iters,
             rngs=rngs,
         )
-        self.decoder = Decoder(*args, rngs)
+        if kind == "wave":
+            self.decoder = Decoder(*args, rngs)
+        else:
+            self.decoder = ISTFTDecoder(*spectral, dec_layers, rngs)
 
     def _check(self, wav: jax.Array) -> None:
         if wav.shape[-1] % self.hop:

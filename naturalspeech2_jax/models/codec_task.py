@@ -67,6 +67,10 @@ class CodecGAN(nnx.Module):
             kmeans_iters=m.kmeans_iters,
             quantizer_dropout=m.quantizer_dropout,
             weight_norm=m.weight_norm,
+            # Absent from configs written before the spectral codec existed: the waveform codec.
+            kind=m.get("kind", "wave"),
+            layers=tuple(m.get("layers", (4, 8))),
+            mlp_ratio=m.get("mlp_ratio", 3),
             rngs=rngs,
         )
         self.discriminators = CodecDiscriminators(
