@@ -38,6 +38,29 @@ def test_every_preset_builds_abstractly(name, preset):
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total") > 0
 
 
+VARIANTS = [
+    (name, preset)
+    for name in CONFIGS
+    for preset in getattr(importlib.import_module(f"configs.{name}"), "PRESETS", {})
+    if preset not in PRESETS
+]
+
+
+@pytest.mark.parametrize(("name", "preset"), VARIANTS)
+def test_variant_presets_build_abstractly(name, preset):
+    counts = loop.param_counts(get(name, preset))
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total") > 0
+
+
+def test_spectral_codec_preset_is_the_frame_rate_codec():
+    config = get("codec", "tiny_spectral")
+    assert config.model.kind == "spectral" and config.data.crop_frames == 80
+    assert config.disc.start_step > config.total_steps  # no GAN: measured without it
+    counts = loop.param_counts(config)
+    # Width 256, depths (4, 8): encoder 2.37M + decoder 3.84M (the docstring's 6.2M).
+    assert (counts["encoder"], counts["decoder"]) == (2_373_888, 3_842_594)
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_preset_initialises_real_state(name, tmp_path):
     trainer = loop.Trainer(get(name, "smoke"), tmp_path)
