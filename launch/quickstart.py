@@ -211,6 +211,27 @@ def stage_samples(workdir: epath.Path, opts: Options) -> dict:
     return {"pairs": str(pairs), "sampler": q["sampler"], "steps": q["steps"]}
 
 
+# What the eval stage imports for each evaluator (setup.py's "eval" extra installs them all).
+_EVAL_MODULES = {"asr": ("onnxruntime", "tokenizers", "moonshine_cpp"), "speaker": ("torch",
+                 "resemblyzer")}  # fmt: skip
+
+
+def missing_eval_modules(workdir: epath.Path, opts: Options) -> list[str]:
+    """Modules the eval stage will need but cannot import (none once that stage is done).
+
+    Checked before the first stage, so a missing extra fails in a second, not after the training.
+    """
+    import importlib.util
+
+    if (epath.Path(workdir) / "eval.done").exists():
+        return []
+    q = QUICKSTART[opts.preset]["eval"]
+    needed = (_EVAL_MODULES["asr"] if q["asr"] else ()) + (
+        _EVAL_MODULES["speaker"] if q["speaker"] else ()
+    )
+    return [m for m in needed if importlib.util.find_spec(m) is None]
+
+
 def stage_eval(workdir: epath.Path, opts: Options) -> dict:
     from naturalspeech2_jax.evaluation import corpus, report, tts_eval
 
@@ -303,6 +324,13 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     opts = Options(preset=_PRESET.value, corpus=_CORPUS.value, layout=_LAYOUT.value)
+    missing = missing_eval_modules(workdir, opts)
+    if missing:
+        raise app.UsageError(
+            f"the eval stage of --preset={opts.preset} needs {', '.join(missing)}, which this "
+            'Python cannot import; install the evaluation extras with pip install -e ".[eval]" '
+            "and run the same command again."
+        )
     summary = run_pipeline(workdir, opts)
     print(json.dumps(summary, indent=1))
     print(f"synthesize: python launch/synthesize.py --checkpoint {workdir / 'ns2'} "

@@ -53,6 +53,25 @@ def test_quickstart_leaves_every_stage_and_resumes(smoke_pipeline):
     assert proc.stderr.count("already done") == 7, proc.stderr[-2000:]
 
 
+def test_quickstart_names_missing_evaluation_extras_before_training(tmp_path, monkeypatch):
+    """A plain ``pip install -e .`` lacks torch and moonshine: fail at once, not after 20 min."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quickstart", REPO / "launch" / "quickstart.py")
+    quickstart = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "quickstart", quickstart)  # its dataclasses look it up
+    spec.loader.exec_module(quickstart)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    tiny, smoke = quickstart.Options(preset="tiny"), quickstart.Options(preset="smoke")
+    assert quickstart.missing_eval_modules(tmp_path, tiny) == ["torch"]
+    assert quickstart.missing_eval_modules(tmp_path, smoke) == []  # smoke: no ASR, no speaker
+    (tmp_path / "eval.done").write_text("{}")
+    assert quickstart.missing_eval_modules(tmp_path, tiny) == []  # finished: nothing to import
+
+
 def test_synthesize_returns_audio_matching_the_durations(synth, prompt):
     out = synth.synthesize("Hello there, my friend.", prompt, steps=STEPS)
     assert out.sample_rate == 16000 and out.wav.dtype == np.float32
