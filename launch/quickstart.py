@@ -66,9 +66,9 @@ QUICKSTART = {
     ),
     "tiny": dict(
         corpus=(16, 16, 4),
-        # The frame-rate codec (configs/codec.py:tiny_spectral, no GAN): per second of audio a
-        # hundredth of the waveform codec's FLOPs, so its 6.2M parameters see 1 s crops at ~1.6
-        # steps/s on 2 cores; the waveform tiny reached no intelligibility in the same minutes.
+        # The frame-rate codec (configs/codec.py:tiny_spectral, no GAN): every layer at 80 Hz, so
+        # its 6.2M parameters see 1 s crops at ~1.7 steps/s on 2 cores; the waveform tiny reached
+        # no intelligibility in the same minutes (configs/codec.py has the comparison).
         codec=("tiny_spectral", {"total_steps": 800, "checkpoint_every": 200, "eval_every": 0,
                                  "log_every": 25}),
         codes_bucket_frames=160,

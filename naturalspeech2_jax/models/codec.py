@@ -7,8 +7,8 @@ stack whose stages each hold three residual units (dilations 1, 3, 9) and end in
 mirrors it with transposed convolutions. ELU activations, weight-normed convolutions.
 
 ``kind="spectral"`` swaps the encoder and decoder for frame-rate ConvNeXt stacks behind a fixed
-STFT/iSTFT (``codec_spectral.py``): the same contract at about a hundredth of the FLOPs per
-second of audio; ``channels`` is then their width and ``layers`` their depths.
+STFT/iSTFT (``codec_spectral.py``): the same contract with every layer at 80 frames per second
+instead of up to 16 000; ``channels`` is then their width and ``layers`` their depths.
 
 Public pieces used by NaturalSpeech 2: ``encode(wav) -> codes``, ``latent(codes) -> z`` (the
 diffusion target, the sum of quantized embeddings), ``decode(z) -> wav`` and ``codebooks``.
