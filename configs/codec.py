@@ -34,7 +34,10 @@ Hardware and measured cost (2 shared CPU cores, load average 8-10 from other job
   ``model.layers`` its (encoder, decoder) depths. Width 256, depths (4, 8): 6.2M generator
   parameters (encoder 2.4M, decoder 3.8M), yet 1.65-1.7 steps/s at batch 8 x 1 s crops without
   the GAN on the 2 cores alone (13 audio-s/s, about 2.6x the waveform tiny's 5 audio-s/s with
-  0.81M parameters). On the quickstart corpus (embedded espeak speech, 16 held-out utterances
+  0.81M parameters). ``launch/benchmark.py --presets tiny_spectral --tasks codec``: 33.2 GFLOP
+  per step (both branches of the GAN switch; 4.2 GFLOP per audio second against 8.6 for the
+  waveform tiny), 0.65 s per step with another job beside it, 28% of the measured float32
+  matmul rate. On the quickstart corpus (embedded espeak speech, 16 held-out utterances
   resynthesized, ``launch/evaluate.py tts --ground_truth_only --codec_checkpoint``), 600 steps
   (6 min): moonshine WER 0.48, speaker similarity 0.76-0.78 (ground truth 0.23 / 0.92), against
   WER 1.00 / similarity 0.47 for the waveform tiny after the quickstart's former 320 steps
