@@ -1,11 +1,14 @@
 """Voice conversion: say what a source recording says, in the voice of a target prompt.
 
     python launch/convert.py --checkpoint W/ns2 --source src.wav --text "what src.wav says" \
-        --prompt target.wav --out converted.wav [--steps 25 --sampler dpm++2m --keep_pitch]
+        --prompt target.wav --out converted.wav [--steps 25 --sampler dpm++2m --keep_pitch] \
+        [--aligner DATA/_work/<name>/aligner]
 
 The source latent is run through the ODE towards noise (conditioned on the source), then back
 with the target prompt (naturalspeech2_jax/inference/voice_conversion.py). The output has the
 source's length; its pitch contour is moved to the target's register unless --keep_pitch.
+With --aligner (the built-in aligner launch/prepare_data.py trained on the NS2 model's corpus) the
+phoneme durations are read off the source; without it they are predicted and rescaled.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default="dpm++2m")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--keep_pitch", action="store_true", help="keep the source's F0 register")
+    p.add_argument("--aligner", help="built-in aligner dir: source durations by forced alignment")
     args = p.parse_args(argv)
     try:
         from launch.synthesize import write_outputs
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         synth = Synthesizer.from_checkpoint(args.checkpoint)
         result = convert(
             synth, args.source, args.prompt, text=args.text, sampler=args.sampler,
-            steps=args.steps, keep_pitch=args.keep_pitch,
+            steps=args.steps, keep_pitch=args.keep_pitch, aligner=args.aligner,
         )  # fmt: skip
         write_outputs(args.out, result, args.text)
     except (FileNotFoundError, ValueError) as e:

@@ -101,6 +101,7 @@ def run_tts(args: argparse.Namespace) -> int:
         prosody="prosody" not in args.skip,
     )
     synthesize = codec = None
+    options: dict = {}
     n_q = args.codec_quantizers
     try:
         tts_eval.load_evaluators(config)
@@ -108,7 +109,9 @@ def run_tts(args: argparse.Namespace) -> int:
             if not args.checkpoint:
                 logging.error("tts needs --checkpoint DIR, or --ground_truth_only.")
                 return 2
-            synthesize, codec_fn = tts_eval.load_synthesizer_and_codec(args.checkpoint)
+            options = {k: getattr(args, k) for k in ("sampler", "steps", "temperature")}
+            options = {k: v for k, v in options.items() if v is not None}
+            synthesize, codec_fn = tts_eval.load_synthesizer_and_codec(args.checkpoint, **options)
             if codec_fn is not None and not args.codec_checkpoint:
                 logging.info("ground truth through the codec: the checkpoint's own codec")
                 codec = functools.partial(_fixed_quantizers, codec_fn, n_q)
@@ -132,6 +135,7 @@ def run_tts(args: argparse.Namespace) -> int:
     logging.info("evaluating %d pairs with %s", len(pairs), config)
     result = tts_eval.evaluate_tts(pairs, synthesize, codec, config, log_every=args.log_every)
     result["pairs_source"] = args.list or args.from_dir
+    result["synthesis_options"] = options
     result["seed"] = args.seed
     report.write_json(result, json_path)
     md_path.write_text(report.markdown_report(result), encoding="utf-8")
@@ -264,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_argument("--split", default="dev", help="split of --from_prepared to evaluate")
     tts.add_argument("--ground_truth_only", action="store_true", help="evaluate references only")
     tts.add_argument("--checkpoint", help="NS2 checkpoint dir (model speech is evaluated)")
+    tts.add_argument("--sampler", help="synthesis sampler (default: the synthesizer's)")
+    tts.add_argument("--steps", type=int, help="sampler steps (default: the synthesizer's)")
+    tts.add_argument(
+        "--temperature", type=float, help="initial-noise std (default: the synthesizer's, 1/1.2)"
+    )
     tts.add_argument("--codec_checkpoint", help="codec checkpoint: adds ground truth via codec")
     tts.add_argument("--codec_quantizers", type=int, default=16, help="quantizers for that row")
     tts.add_argument("--out", required=True, help="result JSON path (.md and _plots/ beside it)")

@@ -680,3 +680,23 @@ def test_cli_codec_opus_rows_and_missing_loader(tmp_path):
     if opus.opus_available("soundfile"):
         assert [r["system"] for r in rows] == ["opus"] and rows[0]["n_files"] == 2
     assert cli.main(argv + ["--checkpoint", str(tmp_path)]) == 2  # not a codec run
+
+
+def test_synthesis_options_reach_every_call():
+    """``evaluate.py tts --sampler/--steps/--temperature`` become keyword arguments of each
+    synthesize call; the result's shapes are normalised as without options."""
+    from naturalspeech2_jax.evaluation import tts_eval
+
+    calls = []
+
+    class Recorder:
+        def synthesize(self, text, prompt_wav, **options):
+            calls.append(options)
+            return np.ones(160, np.float64), [2, 3]
+
+    fn = tts_eval.as_synthesize(Recorder(), sampler="euler", steps=7, temperature=0.5)
+    wav, durations = fn("hi", np.zeros(16000, np.float32))
+    assert calls == [{"sampler": "euler", "steps": 7, "temperature": 0.5}]
+    assert wav.dtype == np.float32 and wav.shape == (160,) and durations.tolist() == [2, 3]
+    tts_eval.as_synthesize(Recorder())("hi", np.zeros(16000, np.float32))
+    assert calls[-1] == {}

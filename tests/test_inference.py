@@ -212,6 +212,43 @@ def test_voice_conversion_keeps_the_source_length(synth, prompt, smoke_pipeline)
     assert np.all(np.isfinite(out.wav))
 
 
+def test_voice_conversion_takes_the_aligners_durations(synth, prompt, smoke_pipeline):
+    """With an aligner, the source's durations are its Viterbi path on the preparation's mel
+    (phonemes as themselves, <sil>/<wb>/punctuation as the optional silence class). The aligner
+    here is untrained: what is under test is that its path, not the predictor's, is used."""
+    from flax import nnx
+
+    from naturalspeech2_jax.align import aligner_task
+    from naturalspeech2_jax.align import api as align_api
+    from naturalspeech2_jax.inference import voice_conversion as vc
+    from naturalspeech2_jax.text.g2p import SIL, is_phoneme
+
+    pairs = (smoke_pipeline / "samples" / "pairs.tsv").read_text().splitlines()
+    row = dict(zip(pairs[0].split("\t"), pairs[1].split("\t"), strict=True))
+    source = sorted((smoke_pipeline / "samples").glob("*_ground_truth.wav"))[0]
+    wav, _ = sf.read(str(source), dtype="float32")
+    tokens = synth.phonemize(row["target_text"])
+    ids = synth.encode_tokens(tokens)
+    config = align_api._config_module().get_config("smoke_ctc")
+    config.model.vocab_size = len(synth.vocab)
+    config.data.optional_ids = (int(synth.encode_tokens([SIL])[0]),)
+    aligner = align_api.Aligner(aligner_task.AlignerTask(config).build_model(nnx.Rngs(0)), config)
+    frames = -(-len(wav) // 200)
+    spoken = np.array([is_phoneme(t) for t in tokens])
+    expected = aligner.align(
+        vc._preparation_mel(wav, frames), np.where(spoken, ids, config.data.optional_ids[0]),
+        min_frames=spoken.astype(np.int64),
+    )  # fmt: skip
+    assert expected.sum() == frames and np.all(expected[spoken] >= 1)
+    out = convert(synth, str(source), prompt, text=row["target_text"], steps=STEPS, aligner=aligner)
+    np.testing.assert_array_equal(out.durations, expected)
+    assert len(out.wav) == frames * 200
+    config.model.vocab_size = 2  # an aligner of another corpus: one clear sentence
+    small = align_api.Aligner(aligner_task.AlignerTask(config).build_model(nnx.Rngs(0)), config)
+    with pytest.raises(SynthesisError, match="aligner's vocabulary"):
+        convert(synth, str(source), prompt, text=row["target_text"], steps=STEPS, aligner=small)
+
+
 def test_errors_are_one_clear_sentence(synth, prompt, smoke_pipeline, tmp_path):
     with pytest.raises(SynthesisError, match="text is empty"):
         synth.synthesize("   ", prompt)

@@ -114,10 +114,11 @@ def as_codec_resynthesis(codec: Any) -> Callable[..., np.ndarray]:
     raise TypeError(f"{type(codec).__name__} is neither a codec object nor a callable")
 
 
-def as_synthesize(synthesizer: Any) -> Synthesize:
+def as_synthesize(synthesizer: Any, **options: Any) -> Synthesize:
     """A :class:`Synthesize` from an object with ``synthesize(text, prompt_wav)`` or a callable.
 
-    The result may be a waveform, ``(waveform, durations)`` or a dict with ``wav``/``audio`` and
+    ``options`` (e.g. ``sampler``, ``steps``, ``temperature``) are passed to every call. The
+    result may be a waveform, ``(waveform, durations)`` or a dict with ``wav``/``audio`` and
     optional ``durations``.
     """
     fn = getattr(synthesizer, "synthesize", synthesizer)
@@ -125,7 +126,7 @@ def as_synthesize(synthesizer: Any) -> Synthesize:
         raise TypeError(f"{type(synthesizer).__name__} has no synthesize method")
 
     def synthesize(text: str, prompt_wav: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        out = fn(text, prompt_wav)
+        out = fn(text, prompt_wav, **options)
         if isinstance(out, Mapping):
             wav = out["wav"] if "wav" in out else out["audio"]
             durations = out.get("durations")
@@ -150,12 +151,14 @@ def load_from_checkpoint(kind: str, checkpoint: str, **kwargs: Any) -> Callable[
 
 
 def load_synthesizer_and_codec(
-    checkpoint: str,
+    checkpoint: str, **options: Any
 ) -> tuple[Synthesize, Callable[..., np.ndarray] | None]:
-    """The synthesizer of a checkpoint and, when it carries one (``.codec``), its codec."""
+    """The synthesizer of a checkpoint (``options`` go to each synthesize call) and, when it
+    carries one (``.codec``), its codec."""
     obj = _load_object("synthesizer", checkpoint)
     codec = getattr(obj, "codec", None)
-    return as_synthesize(obj), (as_codec_resynthesis(codec) if codec is not None else None)
+    resynth = as_codec_resynthesis(codec) if codec is not None else None
+    return as_synthesize(obj, **options), resynth
 
 
 @dataclasses.dataclass

@@ -7,8 +7,12 @@
    durations, and the source's pitch contour moved to the target's register (its mean log-F0
    is shifted to the target prompt's).
 
-The source's phonemes come from its transcript (``text``) or ``phonemes``; durations are given,
-or predicted with the source as prompt and rescaled to the source's length (no aligner needed).
+The source's phonemes come from its transcript (``text``) or ``phonemes``. Their durations are,
+in order of preference: given (``durations``); read off the source by the built-in aligner
+(``aligner``: the one ``launch/prepare_data.py --durations=aligner`` trained on the same corpus,
+``DATA/_work/<name>/aligner``, whose phoneme ids are the NS2 vocabulary's); or predicted with the
+source as prompt and rescaled to the source's length (no aligner needed, but each phoneme's
+timing is then the predictor's, not the source's, so the content drifts against the latent).
 The output has exactly the source's number of frames.
 """
 
@@ -60,6 +64,49 @@ def _encode_jit(model, phonemes, token_mask, pz, prompt_mask, durations, log_f0,
     return ddim_encode(x0_fn, z0 * fm[..., None], model.sde, steps) * fm[..., None]
 
 
+def _preparation_mel(wav: np.ndarray, frames: int) -> np.ndarray:
+    """The log-mel [frames, 80] that launch/prepare_data.py showed the aligner for this audio
+    (loudness-normalised, the same filterbank), cropped or edge-padded to ``frames``."""
+    from naturalspeech2_jax.audio import log_mel_spectrogram, normalize_loudness
+
+    mel = log_mel_spectrogram(normalize_loudness(np.asarray(wav, np.float32)))[:frames]
+    return np.pad(mel, ((0, frames - len(mel)), (0, 0)), mode="edge") if len(mel) < frames else mel
+
+
+def align_source(aligner: Any, wav: np.ndarray, tokens: list[str], ids: np.ndarray,
+                 frames: int) -> np.ndarray:  # fmt: skip
+    """Durations [len(ids)] summing to ``frames``: the built-in aligner's Viterbi path on ``wav``.
+
+    The aligner (a checkpoint directory or an ``align.api.Aligner``) sees what preparation showed
+    it: phonemes as themselves and ``<sil>``, ``<wb>`` and punctuation as its optional silence
+    class, which may take zero frames.
+    """
+    from naturalspeech2_jax.align import api as align_api
+    from naturalspeech2_jax.text.g2p import is_phoneme
+
+    if not isinstance(aligner, align_api.Aligner):
+        aligner = align_api.Aligner.from_checkpoint(str(aligner))
+    spoken = np.asarray([is_phoneme(t) for t in tokens], bool)
+    if not aligner.optional_ids:
+        raise SynthesisError(
+            "the aligner has no silence class (data.optional_ids); pass the one "
+            "launch/prepare_data.py trained, DATA/_work/<name>/aligner."
+        )
+    acoustic = np.where(spoken, ids, aligner.optional_ids[0]).astype(np.int64)
+    if int(acoustic.max()) >= aligner.vocab_size:
+        raise SynthesisError(
+            f"the aligner's vocabulary ({aligner.vocab_size} ids) is smaller than the NS2 "
+            "checkpoint's; pass the aligner trained on its corpus."
+        )
+    mel = _preparation_mel(wav, frames)
+    try:
+        durations = aligner.align(mel, acoustic, min_frames=spoken.astype(np.int64))
+    except align_api.AlignmentError as e:
+        raise SynthesisError(f"the aligner could not align the source to its transcript ({e}); "
+                             "check the text, or leave out the aligner.") from None  # fmt: skip
+    return np.asarray(durations, np.int32)
+
+
 def _source_pitch(wav: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
     """(log-F0 [frames] interpolated, mean voiced log-F0) of a waveform."""
     from naturalspeech2_jax.audio.pitch import extract_pitch
@@ -83,6 +130,7 @@ def convert(
     steps: int = 25,
     encode_steps: int | None = None,
     keep_pitch: bool = False,
+    aligner: Any = None,
 ) -> SynthesisResult:
     """Re-speak ``source_audio`` (path or 16 kHz waveform) in the voice of ``target_prompt``."""
     from naturalspeech2_jax.codec_api import load_audio
@@ -109,6 +157,8 @@ def convert(
     phon[0, : len(ids)], tmask[0, : len(ids)] = ids, 1.0
     pz = L.normalize(jnp.asarray(src_prompt[0][None]), stats)
     pm = jnp.asarray(src_prompt[1][None])
+    if durations is None and aligner is not None:
+        durations = align_source(aligner, src, tokens, ids, frames)
     if durations is None:
         from naturalspeech2_jax.models.ns2 import _predict_durations_jit
 
