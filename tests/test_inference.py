@@ -279,10 +279,13 @@ def test_cli_round_trip(smoke_pipeline, prompt, tmp_path):
     cache = str(smoke_pipeline / "xla_cache")
     env = dict(os.environ, XLA_FLAGS="", JAX_COMPILATION_CACHE_DIR=cache)
     out = tmp_path / "out.wav"
+    # Relative paths, as a user types them (`--checkpoint work/quickstart/ns2`): Orbax itself
+    # accepts only absolute ones.
     proc = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "synthesize.py"), "--checkpoint",
-         str(smoke_pipeline / "ns2"), "--text", "Hello world, bye now.", "--prompt", prompt,
+        [sys.executable, str(REPO / "launch" / "synthesize.py"), "--checkpoint", "ns2",
+         "--text", "Hello world, bye now.", "--prompt", os.path.relpath(prompt, smoke_pipeline),
          "--out", str(out), "--steps", str(STEPS)], capture_output=True, text=True, env=env,
+        cwd=str(smoke_pipeline),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     wav, sr = sf.read(str(out))

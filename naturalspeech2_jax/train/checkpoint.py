@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,10 @@ class Checkpointer:
     """Save/restore of (state, data iterator, meta) with keep-N and async writes."""
 
     def __init__(self, directory: str | epath.Path, *, keep: int = 3, async_writes: bool = True):
+        # Orbax refuses relative paths ("Checkpoint path should be absolute"), and a user types
+        # `--checkpoint work/quickstart/ns2`: local paths are made absolute, URIs (gs://) kept.
+        if "://" not in str(directory):
+            directory = os.path.abspath(os.fspath(directory))
         self.directory = epath.Path(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
