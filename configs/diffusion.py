@@ -41,7 +41,12 @@ with a random codec, 20 steps: ``python launch/ns2_throughput.py tiny 20``):
     prompt, as the codec's 20 Hz) but the words are not there yet: moonshine hears other words
     ("Till the police at Sears Garden ..." for "In the police state none of us are safe") or
     nothing. This budget is not enough for real speech; on the quickstart's espeak corpus, far
-    more regular, the same model reaches WER 0.58 in 10 min (1200 steps at batch 4).
+    more regular, the same model reaches WER 0.58 in 10 min (1200 steps at batch 4). Resumed to
+    11039 steps (about 110 min in all) it does not improve: WER 1.109, speaker sim 0.620, DNSMOS
+    2.47 on the same 40 pairs; the data loss has sat at 0.19-0.22 since step ~3500 (mean 0.194
+    over 10000-11039), and on the training speaker (cathy) the output is phonetically close but
+    not word-for-word (WER 1.00). This model is too small, or this CPU budget too short, for real
+    speech: the next step is a larger preset on an accelerator.
   * base (124M parameters): one GPU (bfloat16 compute), 20-100 h of speech, 200K steps.
   * paper: the paper's sizes, 16 GPUs x ~6K latent frames, AdamW 5e-4, 32K warm-up,
     inverse-sqrt decay, 300K steps. Dry run (measured): phoneme_encoder 69.4M (paper 72M),
