@@ -65,12 +65,16 @@ def _encode_jit(model, phonemes, token_mask, pz, prompt_mask, durations, log_f0,
 
 
 def _preparation_mel(wav: np.ndarray, frames: int) -> np.ndarray:
-    """The log-mel [frames, 80] that launch/prepare_data.py showed the aligner for this audio
-    (loudness-normalised, the same filterbank), cropped or edge-padded to ``frames``."""
-    from naturalspeech2_jax.audio import log_mel_spectrogram, normalize_loudness
+    """The log-mel [frames, 80] that launch/prepare_data.py showed the aligner for this audio:
+    its own steps (loudness-normalised, then cut or padded to whole frames, then the mel)."""
+    from naturalspeech2_jax.audio import (
+        log_mel_spectrogram,
+        normalize_loudness,
+        pad_or_trim_to_frames,
+    )
 
-    mel = log_mel_spectrogram(normalize_loudness(np.asarray(wav, np.float32)))[:frames]
-    return np.pad(mel, ((0, frames - len(mel)), (0, 0)), mode="edge") if len(mel) < frames else mel
+    wav = normalize_loudness(np.asarray(wav, np.float32))
+    return log_mel_spectrogram(pad_or_trim_to_frames(wav, n_frames=frames))
 
 
 def align_source(aligner: Any, wav: np.ndarray, tokens: list[str], ids: np.ndarray,
