@@ -109,7 +109,9 @@ def run_tts(args: argparse.Namespace) -> int:
             if not args.checkpoint:
                 logging.error("tts needs --checkpoint DIR, or --ground_truth_only.")
                 return 2
-            options = {k: getattr(args, k) for k in ("sampler", "steps", "temperature")}
+            options = {
+                k: getattr(args, k) for k in ("sampler", "steps", "temperature", "guidance_scale")
+            }
             options = {k: v for k, v in options.items() if v is not None}
             synthesize, codec_fn = tts_eval.load_synthesizer_and_codec(args.checkpoint, **options)
             if codec_fn is not None and not args.codec_checkpoint:
@@ -273,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_argument(
         "--temperature", type=float, help="initial-noise std (default: the synthesizer's, 1/1.2)"
     )
+    tts.add_argument(
+        "--guidance_scale", type=float,
+        help="classifier-free guidance (> 1 needs a model trained with model.cond_drop_prob > 0)",
+    )  # fmt: skip
     tts.add_argument("--codec_checkpoint", help="codec checkpoint: adds ground truth via codec")
     tts.add_argument("--codec_quantizers", type=int, default=16, help="quantizers for that row")
     tts.add_argument("--out", required=True, help="result JSON path (.md and _plots/ beside it)")

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="> 1 speaks faster")
     p.add_argument("--pitch_shift", type=float, default=0.0, help="semitones")
     p.add_argument("--temperature", type=float, default=1 / 1.2)
+    p.add_argument(
+        "--guidance_scale", type=float, default=1.0,
+        help="classifier-free guidance (> 1 needs a model trained with model.cond_drop_prob > 0)",
+    )  # fmt: skip
     p.add_argument("--codec_checkpoint", default=None, help="override the recorded codec run")
     p.add_argument("--no_plot", action="store_true", help="skip the PNG")
     p.add_argument("--rtf", default="", help="measure RTF: comma list of sampler:steps")
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> None:
     if not args.out:
         raise ValueError("--out is required; pass the output wav (or a directory for --text_file).")
     kw = dict(sampler=args.sampler, steps=args.steps, seed=args.seed, speed=args.speed,
-              pitch_shift=args.pitch_shift, temperature=args.temperature)  # fmt: skip
+              pitch_shift=args.pitch_shift, temperature=args.temperature,
+              guidance_scale=args.guidance_scale)  # fmt: skip
     if args.text_file:
         if not os.path.isfile(args.text_file):
             raise FileNotFoundError(f"--text_file {args.text_file} does not exist; check the path.")

@@ -320,3 +320,23 @@ def test_notebooks_run(name, smoke_pipeline, prompt, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("audio" in json.dumps(o.get("data", {})).lower() for o in outputs)
+
+
+def test_guidance_needs_a_model_trained_with_condition_dropout():
+    """guidance_scale != 1 on a model without an unconditional branch fails in one sentence."""
+    import ml_collections
+
+    from naturalspeech2_jax.models.ns2 import model_config
+
+    cfg = ml_collections.ConfigDict({"model": model_config("smoke")})
+    stats = {"mean": np.zeros(4), "std": np.ones(4)}
+    synth = Synthesizer(None, None, None, stats, cfg, checkpoint="runs/plain")
+    synth.check_guidance(1.0)
+    with pytest.raises(SynthesisError, match=r"runs/plain was trained with neither"):
+        synth.check_guidance(2.0)
+    with pytest.raises(SynthesisError, match="cond_drop_prob"):  # before any model call
+        synth.synthesize("hello", np.zeros(16000, np.float32), guidance_scale=2.0)
+    cfg.model.cond_drop_prob = 0.2
+    synth.check_guidance(2.0)
+    cfg.model.cond_drop_prob, cfg.model.prompt_drop_prob = 0.0, 0.1
+    synth.check_guidance(3.0)

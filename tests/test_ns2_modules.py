@@ -213,6 +213,64 @@ def test_overfit_one_utterance_and_reproduce_it_through_the_sampler():
     assert np.all(np.asarray(out["durations"])[batch["token_mask"] > 0] >= 1)
 
 
+def _model_with_live_output(cond_drop_prob: float) -> NaturalSpeech2:
+    """Smoke model whose denoiser output layer is random (its zero init hides every input)."""
+    cfg = model_config("smoke")
+    cfg.cond_drop_prob = cond_drop_prob
+    model = NaturalSpeech2(cfg, CB_SHAPE, rngs=nnx.Rngs(0))
+    kernel = model.denoiser.out.kernel
+    kernel[...] = jax.random.normal(jax.random.key(3), kernel[...].shape) * 0.3
+    return model
+
+
+@pytest.mark.parametrize("cond_drop_prob", [0.0, 1.0])
+def test_condition_dropout_gives_guidance_a_text_free_branch(cond_drop_prob):
+    """cond_drop_prob drops phonemes, pitch and prompt together, in training and in guidance's
+    unconditional branch; without it only the prompt is dropped and the phonemes still count."""
+    model = _model_with_live_output(cond_drop_prob)
+    batch, codebooks = _batch(), _codebooks()
+    stats = {"mean": jnp.zeros((16,)), "std": jnp.ones((16,))}
+    prompt = jnp.asarray(np.random.default_rng(9).normal(size=(2, 12, 16)), jnp.float32)
+    other = dict(batch, phonemes=(batch["phonemes"] + 7) % 50 * (batch["token_mask"] > 0),
+                 log_f0=batch["log_f0"] * 0.9, prompt_latent=-prompt)  # fmt: skip
+    batch = dict(batch, prompt_latent=prompt, prompt_mask=jnp.ones((2, 12)))
+    other["prompt_mask"] = batch["prompt_mask"]
+
+    def data_loss(b):
+        _, m = model.training_loss(b, jax.random.key(5), codebooks, stats, deterministic=True)
+        return float(m["data"]), float(m["duration_l1"])
+
+    (d1, dur1), (d2, dur2) = data_loss(batch), data_loss(other)
+    assert dur1 != dur2  # the prior always sees its inputs
+    if cond_drop_prob == 1.0:
+        assert d1 == pytest.approx(d2, rel=1e-6)  # the diffusion saw none of them
+    else:
+        assert abs(d1 - d2) > 1e-3 * d1
+
+    def x0(b, unconditional):
+        cache, cache_u, _, fm = model.prepare_denoiser(
+            b["phonemes"], b["token_mask"], b["prompt_latent"], b["prompt_mask"],
+            b["durations"], b["log_f0"], 48,
+        )  # fmt: skip
+        z = jax.random.normal(jax.random.key(1), (2, 48, 16))
+        t = jnp.full((2,), 0.5)
+        return np.asarray(model.denoiser.denoise(z, t, fm, cache_u if unconditional else cache))
+
+    assert np.abs(x0(batch, False) - x0(other, False)).max() > 1e-3
+    u1, u2 = x0(batch, True), x0(other, True)
+    if cond_drop_prob == 1.0:
+        np.testing.assert_allclose(u1, u2, atol=1e-6)
+    else:  # prompt-only dropout: the unconditional branch still reads the phonemes
+        assert np.abs(u1 - u2).max() > 1e-3
+    # Guided synthesis runs both branches and stays finite.
+    out = model.synthesize(
+        batch["phonemes"], batch["token_mask"], prompt, batch["prompt_mask"], jax.random.key(2),
+        sampler="dpm++2m", steps=3, latent_stats=stats, guidance_scale=2.5,
+        durations=batch["durations"], max_frames=48,
+    )  # fmt: skip
+    assert np.all(np.isfinite(out["latent"]))
+
+
 def test_paper_param_counts_within_10_percent():
     paper = {
         "phoneme_encoder": 72e6,

@@ -156,6 +156,8 @@ def load_synthesizer_and_codec(
     """The synthesizer of a checkpoint (``options`` go to each synthesize call) and, when it
     carries one (``.codec``), its codec."""
     obj = _load_object("synthesizer", checkpoint)
+    if "guidance_scale" in options and hasattr(obj, "check_guidance"):
+        obj.check_guidance(options["guidance_scale"])  # before any pair is synthesised
     codec = getattr(obj, "codec", None)
     resynth = as_codec_resynthesis(codec) if codec is not None else None
     return as_synthesize(obj, **options), resynth

@@ -329,6 +329,7 @@ class Synthesizer:
             raise SynthesisError("the text is empty; pass a sentence to synthesise.")
         if speed <= 0:
             raise SynthesisError(f"speed must be > 0, got {speed}.")
+        self.check_guidance(guidance_scale)
         if phonemes is not None or durations is not None or f0 is not None:
             tokens = list(phonemes) if phonemes is not None else self.phonemize(text)
             chunks = [tokens]
@@ -393,6 +394,8 @@ class Synthesizer:
         """Synthesise token lists in batches of at most ``BATCH_BUCKETS[-1]`` (by length)."""
         from tqdm import tqdm
 
+        self.check_guidance(guidance_scale)
+
         ids = [self.encode_tokens(t) for t in token_lists]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         size = BATCH_BUCKETS[-1]
@@ -412,6 +415,18 @@ class Synthesizer:
                 out[i] = r
         self.timing = timing
         return out  # type: ignore[return-value]
+
+    def check_guidance(self, guidance_scale: float) -> None:
+        """Guidance needs an unconditional branch, which only condition dropout trains."""
+        if guidance_scale == 1.0:
+            return
+        m = self.config.model
+        if not (m.get("cond_drop_prob", 0.0) > 0 or m.get("prompt_drop_prob", 0.0) > 0):
+            raise SynthesisError(
+                f"guidance_scale {guidance_scale} needs a model trained with "
+                f"model.cond_drop_prob or model.prompt_drop_prob > 0, and {self.checkpoint} was "
+                "trained with neither; use guidance_scale 1."
+            )
 
     def _run_batch(
         self, ids, tokens, prompt, durations, log_f0, *, sampler, steps, rng, speed, pitch_shift,

@@ -146,6 +146,10 @@ def model_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         prompt_max_frames=240,
         prompt_max_ratio=0.5,
         prompt_drop_prob=0.0,  # > 0 trains the unconditional model for classifier-free guidance
+        # > 0 also drops the frame-level condition (phonemes + pitch) with the prompt, so guidance
+        # extrapolates away from "any speech" towards these phonemes in this voice (VoiceBox,
+        # F5-TTS): what a small model needs when its samples drift off the text.
+        cond_drop_prob=0.0,
     )
     c.update(_PRESETS[preset])
     if preset == "smoke":
@@ -213,6 +217,8 @@ class NaturalSpeech2(nnx.Module):
             int(c.prompt_min_frames), int(c.prompt_max_frames), float(c.prompt_max_ratio),
             float(c.prompt_drop_prob),
         )  # fmt: skip
+        # Static: whether the unconditional branch of guidance also zeroes the frame condition.
+        self.cond_drop_prob = float(c.get("cond_drop_prob", 0.0))
 
     # ----------------------------------------------------------------------------------- helpers
     def _dtype(self) -> Any:
@@ -283,9 +289,13 @@ class NaturalSpeech2(nnx.Module):
         log_f0_hat = self.pitch_predictor(frames_h, fm, p, pm, rngs=rngs)
         cond = self.condition(frames_h, cut["log_f0"], fm)
 
-        # Prompt dropout (classifier-free guidance) acts on the diffusion prompt only: the prior
-        # always sees the prompt, as at inference.
-        keep = (jax.random.uniform(k_cfg, (fm.shape[0],)) >= pdrop).astype(pm.dtype)
+        # Classifier-free guidance dropout acts on the diffusion's inputs only (the prior always
+        # sees the prompt, as at inference): the prompt alone with ``prompt_drop_prob``, the
+        # prompt and the frame condition together with ``cond_drop_prob``.
+        u = jax.random.uniform(k_cfg, (2, fm.shape[0]))
+        keep_c = (u[1] >= self.cond_drop_prob).astype(pm.dtype)
+        keep = (u[0] >= pdrop).astype(pm.dtype) * keep_c
+        cond = cond * keep_c[:, None, None].astype(cond.dtype)
         q = self.query_attention(p, pm * keep[:, None], rngs=rngs)
 
         t = jax.random.uniform(k_t, (fm.shape[0],), jnp.float32, self.t_min, 1.0)
@@ -403,7 +413,10 @@ class NaturalSpeech2(nnx.Module):
         q = self.query_attention(p, prompt_mask)
         q_u = self.query_attention(p, jnp.zeros_like(prompt_mask))
         cache = self.denoiser.prepare(cond, fm, q)
-        cache_u = dict(cache, kv=[f.attn.project_kv(q_u) for f in self.denoiser.films])
+        if self.cond_drop_prob > 0:  # unconditional = no phonemes, no pitch, no prompt
+            cache_u = self.denoiser.prepare(jnp.zeros_like(cond), fm, q_u)
+        else:  # unconditional = no prompt
+            cache_u = dict(cache, kv=[f.attn.project_kv(q_u) for f in self.denoiser.films])
         return cache, cache_u, log_f0, fm
 
 
