@@ -195,6 +195,24 @@ def test_temperature_shrinks_and_guidance_extrapolates():
     np.testing.assert_allclose(guided(c, u, 3.0)(jnp.zeros(2), None), 3.0)
 
 
+def test_dpmpp_2m_trajectory_is_the_sampler_with_its_x0s():
+    """The probe's trajectory ends where dpm++2m ends; its x0s are the denoiser's at each t."""
+    from naturalspeech2_jax.diffusion.samplers import dpmpp_2m_trajectory
+
+    shape, key = (64, 3, 4), jax.random.key(2)
+    z_ref = get_sampler("dpm++2m")(_gaussian_x0_fn, shape, key, SDE, 12, 0.8)
+    z, x0s, ts = dpmpp_2m_trajectory(_gaussian_x0_fn, shape, key, SDE, 12, 0.8)
+    np.testing.assert_allclose(np.asarray(z), np.asarray(z_ref), rtol=1e-5, atol=1e-6)
+    assert x0s.shape == (12, *shape) and ts.shape == (12,) and float(ts[0]) == 1.0
+    assert np.all(np.diff(np.asarray(ts)) < 0)
+    z1 = SDE.prior_sample(key, shape, 0.8)
+    t1 = jnp.ones((shape[0],))
+    np.testing.assert_allclose(x0s[0], _gaussian_x0_fn(z1, t1), rtol=1e-5, atol=1e-6)
+    # Exact posterior means converge on the sample as t -> 0.
+    err = [float(jnp.mean((x0s[i] - z) ** 2)) for i in range(12)]
+    assert err[-1] < 1e-3 * err[0]
+
+
 def test_sample_frames_picks_distinct_valid_frames():
     b, t = 3, 20
     mask = np.zeros((b, t), np.float32)

@@ -340,3 +340,23 @@ def test_guidance_needs_a_model_trained_with_condition_dropout():
     synth.check_guidance(2.0)
     cfg.model.cond_drop_prob, cfg.model.prompt_drop_prob = 0.0, 0.1
     synth.check_guidance(3.0)
+
+
+def test_probe_diffusion_reads_the_trajectory_of_the_quickstart_model(smoke_pipeline, tmp_path):
+    """launch/probe_diffusion.py on the smoke checkpoint: a row per probed step and the sample,
+    finite latent errors, per-utterance records; guidance the model lacks is refused."""
+    from launch import probe_diffusion
+
+    data = smoke_pipeline / "codes" / "quickstart_codes" / "1.0.0"
+    out = tmp_path / "probe.json"
+    args = ["--checkpoint", str(smoke_pipeline / "ns2"), "--data", str(data), "--split",
+            "heldout", "--limit", "2", "--steps", "6", "--probe_steps", "0,3,9",
+            "--max_frames", "448", "--max_tokens", "96", "--out", str(out)]  # fmt: skip
+    assert probe_diffusion.main(args) == 0
+    result = json.loads(out.read_text())
+    rows = result["guidance"]["1.0"]
+    assert [r["step"] for r in rows] == [0, 3, "sample"]  # step 9 is past the 6 steps
+    assert rows[0]["t"] == 1.0 and rows[1]["t"] < 1.0
+    assert all(np.isfinite(r["rel_mse"]) and r["rel_mse"] > 0 for r in rows)
+    assert len(result["utterances"]) == 2 and "| step |" in out.with_suffix(".md").read_text()
+    assert probe_diffusion.main([*args[:-2], "--guidance", "2", "--out", str(out)]) == 2

@@ -133,6 +133,25 @@ def _lambda_grid(sde: VPSDE, intervals: int, t_end: float) -> tuple[jax.Array, j
     return lams, ts
 
 
+def _dpmpp_2m_step(f: X0Fn, sde: VPSDE, lams, ts, shape):
+    """One DPM-Solver++(2M) step: (i, (z, x0_prev, h_prev)) -> ((z_next, x0, h), x0)."""
+
+    def step(i, carry):
+        z, x0_prev, h_prev = carry
+        t, tn = ts[i], ts[i + 1]
+        x0 = f(z, _tvec(t, shape))
+        _, s_t = sde.alpha_sigma(t)
+        a_n, s_n = sde.alpha_sigma(tn)
+        h = lams[i + 1] - lams[i]
+        r = h_prev / h
+        # First step (no history) is DDIM; later steps extrapolate x0 linearly in lambda.
+        d = jnp.where(i == 0, x0, (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev)
+        z = (s_n / s_t) * z - a_n * jnp.expm1(-h) * d
+        return (z, x0, h), x0
+
+    return step
+
+
 def dpmpp_2m(
     x0_fn: X0Fn,
     shape: tuple[int, ...],
@@ -147,25 +166,36 @@ def dpmpp_2m(
 ) -> jax.Array:
     """DPM-Solver++(2M): ``steps`` steps uniform in log-SNR from t=1 to t_end, NFE = steps."""
     f = guided(x0_fn, x0_uncond_fn, guidance_scale)
-
     lams, ts = _lambda_grid(sde, steps, t_end)
+    step = _dpmpp_2m_step(f, sde, lams, ts, shape)
     z = _start(sde, rng, shape, temperature, init)
-
-    def body(i, carry):
-        z, x0_prev, h_prev = carry
-        t, tn = ts[i], ts[i + 1]
-        x0 = f(z, _tvec(t, shape))
-        _, s_t = sde.alpha_sigma(t)
-        a_n, s_n = sde.alpha_sigma(tn)
-        h = lams[i + 1] - lams[i]
-        r = h_prev / h
-        # First step (no history) is DDIM; later steps extrapolate x0 linearly in lambda.
-        d = jnp.where(i == 0, x0, (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_prev)
-        z = (s_n / s_t) * z - a_n * jnp.expm1(-h) * d
-        return z, x0, h
-
-    z, _, _ = jax.lax.fori_loop(0, steps, body, (z, jnp.zeros(shape, jnp.float32), 1.0))
+    carry = (z, jnp.zeros(shape, jnp.float32), 1.0)
+    z, _, _ = jax.lax.fori_loop(0, steps, lambda i, c: step(i, c)[0], carry)
     return z
+
+
+def dpmpp_2m_trajectory(
+    x0_fn: X0Fn,
+    shape: tuple[int, ...],
+    rng: jax.Array,
+    sde: VPSDE,
+    steps: int = 20,
+    temperature: float = 1 / 1.2,
+    guidance_scale: float = 1.0,
+    x0_uncond_fn: X0Fn | None = None,
+    t_end: float = 1e-3,
+    init: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``dpmpp_2m`` that also returns the denoiser's x0 at every step: (z0, x0s [steps, ...],
+    ts [steps]), the same z0 as ``dpmpp_2m`` with the same arguments. For diagnosis: at which
+    noise level a sample leaves what the condition says (``launch/probe_diffusion.py``)."""
+    f = guided(x0_fn, x0_uncond_fn, guidance_scale)
+    lams, ts = _lambda_grid(sde, steps, t_end)
+    step = _dpmpp_2m_step(f, sde, lams, ts, shape)
+    z = _start(sde, rng, shape, temperature, init)
+    carry = (z, jnp.zeros(shape, jnp.float32), 1.0)
+    (z, _, _), x0s = jax.lax.scan(lambda c, i: step(i, c), carry, jnp.arange(steps))
+    return z, x0s, ts[:steps]
 
 
 def euler_maruyama(
