@@ -47,6 +47,18 @@ with a random codec, 20 steps: ``python launch/ns2_throughput.py tiny 20``):
     over 10000-11039), and on the training speaker (cathy) the output is phonetically close but
     not word-for-word (WER 1.00). This model is too small, or this CPU budget too short, for real
     speech: the next step is a larger preset on an accelerator.
+    Where the words go (``launch/probe_diffusion.py``: teacher-forced, dataset durations and F0,
+    12 utterances): on the training speaker (cathy) the denoiser's x0 at t = 1, the conditional
+    mean, has WER 0.63 but the sample 0.83-1.08, the words being lost between t ~ 0.8 and 0.3;
+    on dev speakers already the conditional mean is off (relative latent MSE 0.79 against 0.48 on
+    cathy; WER 0.89, the codec's own 0.68 on those 12): the model generalises poorly to new
+    voices. Fine-tuned 8000 more steps (85 min) with ``--config.init_from=RUN
+    --config.model.cond_drop_prob=0.2 --config.optim.lr=5e-4`` (classifier-free guidance on
+    phonemes + pitch + prompt), guidance 2 keeps more words along the trajectory (cathy sample
+    WER 0.74 vs 0.83 at guidance 1; dev 0.95 vs 1.46), and on the 40 dev pairs: guidance 1 WER
+    1.143 / sim 0.633 / DNSMOS 2.51, guidance 2 1.017 / 0.634 / 2.51, guidance 3 1.034 / 0.634 /
+    2.47 (``launch/evaluate.py tts ... --guidance_scale 2``; 0.963 at step 5000 of the 8000):
+    better, still not intelligible.
   * base (124M parameters): one GPU (bfloat16 compute), 20-100 h of speech, 200K steps.
   * paper: the paper's sizes, 16 GPUs x ~6K latent frames, AdamW 5e-4, 32K warm-up,
     inverse-sqrt decay, 300K steps. Dry run (measured): phoneme_encoder 69.4M (paper 72M),
