@@ -26,10 +26,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="NS2 run (--workdir of its training)")
@@ -55,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         from naturalspeech2_jax.evaluation import diffusion_probe
         from naturalspeech2_jax.inference import Synthesizer
 
-        guidance = _floats(args.guidance)
+        guidance = [float(v) for v in args.guidance.split(",") if v.strip()]
         if not guidance:
             raise ValueError("--guidance is empty; pass scales such as 1,2.")
         synth = Synthesizer.from_checkpoint(args.checkpoint)

@@ -133,8 +133,12 @@ def _lambda_grid(sde: VPSDE, intervals: int, t_end: float) -> tuple[jax.Array, j
     return lams, ts
 
 
-def _dpmpp_2m_step(f: X0Fn, sde: VPSDE, lams, ts, shape):
-    """One DPM-Solver++(2M) step: (i, (z, x0_prev, h_prev)) -> ((z_next, x0, h), x0)."""
+def _dpmpp_2m_setup(x0_fn, shape, rng, sde, steps, temperature, guidance_scale, x0_uncond_fn,
+                    t_end, init):  # fmt: skip
+    """(step, initial carry, ts) of DPM-Solver++(2M); ``step(i, (z, x0_prev, h_prev))`` returns
+    ((z_next, x0, h), x0). Shared by ``dpmpp_2m`` (fori_loop) and ``dpmpp_2m_trajectory`` (scan)."""
+    f = guided(x0_fn, x0_uncond_fn, guidance_scale)
+    lams, ts = _lambda_grid(sde, steps, t_end)
 
     def step(i, carry):
         z, x0_prev, h_prev = carry
@@ -149,7 +153,8 @@ def _dpmpp_2m_step(f: X0Fn, sde: VPSDE, lams, ts, shape):
         z = (s_n / s_t) * z - a_n * jnp.expm1(-h) * d
         return (z, x0, h), x0
 
-    return step
+    z = _start(sde, rng, shape, temperature, init)
+    return step, (z, jnp.zeros(shape, jnp.float32), 1.0), ts
 
 
 def dpmpp_2m(
@@ -165,35 +170,24 @@ def dpmpp_2m(
     init: jax.Array | None = None,
 ) -> jax.Array:
     """DPM-Solver++(2M): ``steps`` steps uniform in log-SNR from t=1 to t_end, NFE = steps."""
-    f = guided(x0_fn, x0_uncond_fn, guidance_scale)
-    lams, ts = _lambda_grid(sde, steps, t_end)
-    step = _dpmpp_2m_step(f, sde, lams, ts, shape)
-    z = _start(sde, rng, shape, temperature, init)
-    carry = (z, jnp.zeros(shape, jnp.float32), 1.0)
+    step, carry, _ = _dpmpp_2m_setup(
+        x0_fn, shape, rng, sde, steps, temperature, guidance_scale, x0_uncond_fn, t_end, init
+    )
     z, _, _ = jax.lax.fori_loop(0, steps, lambda i, c: step(i, c)[0], carry)
     return z
 
 
-def dpmpp_2m_trajectory(
-    x0_fn: X0Fn,
-    shape: tuple[int, ...],
-    rng: jax.Array,
-    sde: VPSDE,
-    steps: int = 20,
-    temperature: float = 1 / 1.2,
-    guidance_scale: float = 1.0,
-    x0_uncond_fn: X0Fn | None = None,
-    t_end: float = 1e-3,
-    init: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+def dpmpp_2m_trajectory(x0_fn: X0Fn, shape: tuple[int, ...], rng: jax.Array, sde: VPSDE,
+                        steps: int = 20, temperature: float = 1 / 1.2, guidance_scale: float = 1.0,
+                        x0_uncond_fn: X0Fn | None = None, t_end: float = 1e-3,
+                        init: jax.Array | None = None,
+                        ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
     """``dpmpp_2m`` that also returns the denoiser's x0 at every step: (z0, x0s [steps, ...],
     ts [steps]), the same z0 as ``dpmpp_2m`` with the same arguments. For diagnosis: at which
     noise level a sample leaves what the condition says (``launch/probe_diffusion.py``)."""
-    f = guided(x0_fn, x0_uncond_fn, guidance_scale)
-    lams, ts = _lambda_grid(sde, steps, t_end)
-    step = _dpmpp_2m_step(f, sde, lams, ts, shape)
-    z = _start(sde, rng, shape, temperature, init)
-    carry = (z, jnp.zeros(shape, jnp.float32), 1.0)
+    step, carry, ts = _dpmpp_2m_setup(
+        x0_fn, shape, rng, sde, steps, temperature, guidance_scale, x0_uncond_fn, t_end, init
+    )
     (z, _, _), x0s = jax.lax.scan(lambda c, i: step(i, c), carry, jnp.arange(steps))
     return z, x0s, ts[:steps]
 

@@ -94,12 +94,9 @@ def _trajectory(model, phonemes, token_mask, pz, prompt_mask, durations, log_f0,
     cache, cache_u, _, fm = model.prepare_denoiser(
         phonemes, token_mask, pz, prompt_mask, durations, log_f0, max_frames
     )
-
-    def x0(z, t, c=cache):
-        return model.denoiser.denoise(z, t, fm, c).astype(jnp.float32)
-
+    x0, uncond = model.x0_fns(cache, cache_u, fm)
     shape = (phonemes.shape[0], max_frames, model.latent_dim)
-    uncond = functools.partial(x0, c=cache_u) if guidance_scale != 1.0 else None
+    uncond = uncond if guidance_scale != 1.0 else None
     z, x0s, ts = dpmpp_2m_trajectory(
         x0, shape, rng, model.sde, steps, 1 / 1.2, guidance_scale=guidance_scale,
         x0_uncond_fn=uncond,

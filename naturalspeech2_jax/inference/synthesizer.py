@@ -351,6 +351,7 @@ class Synthesizer:
         """Many texts in one voice, batched (sentences sorted by length into padded batches)."""
         if not texts:
             raise SynthesisError("no texts to synthesise; pass at least one sentence.")
+        self.check_guidance(kwargs.get("guidance_scale", 1.0))
         prompt_sr = kwargs.pop("prompt_sample_rate", SAMPLE_RATE)
         prompt = self.prompt_latent(self.load_prompt(prompt_audio, prompt_sr))
         per_text = [self._sentence_tokens(t) for t in texts]
@@ -393,8 +394,6 @@ class Synthesizer:
     ) -> list[SynthesisResult]:
         """Synthesise token lists in batches of at most ``BATCH_BUCKETS[-1]`` (by length)."""
         from tqdm import tqdm
-
-        self.check_guidance(guidance_scale)
 
         ids = [self.encode_tokens(t) for t in token_lists]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

@@ -419,6 +419,15 @@ class NaturalSpeech2(nnx.Module):
             cache_u = dict(cache, kv=[f.attn.project_kv(q_u) for f in self.denoiser.films])
         return cache, cache_u, log_f0, fm
 
+    def x0_fns(self, cache: dict, cache_u: dict, fm: jax.Array):
+        """(x0_fn, x0_uncond_fn) of the samplers over ``prepare_denoiser``'s caches."""
+        dtype = self._dtype()
+
+        def x0(z, t, c):
+            return self.denoiser.denoise(z.astype(dtype), t, fm, c).astype(jnp.float32)
+
+        return functools.partial(x0, c=cache), functools.partial(x0, c=cache_u)
+
 
 def _stats(latent_stats: Mapping[str, Any] | None, dim: int) -> dict[str, jax.Array]:
     if latent_stats is None:
@@ -456,14 +465,7 @@ def _synthesize_jit(
     cache, cache_u, log_f0, fm = model.prepare_denoiser(
         phonemes, token_mask, pz, prompt_mask, durations, log_f0, max_frames, pitch_shift
     )
-    dtype = model._dtype()
-
-    def x0_fn(z, t):
-        return model.denoiser.denoise(z.astype(dtype), t, fm, cache).astype(jnp.float32)
-
-    def x0_uncond(z, t):
-        return model.denoiser.denoise(z.astype(dtype), t, fm, cache_u).astype(jnp.float32)
-
+    x0_fn, x0_uncond = model.x0_fns(cache, cache_u, fm)
     shape = (phonemes.shape[0], max_frames, model.latent_dim)
     z = get_sampler(sampler)(
         x0_fn, shape, rng, model.sde, steps, temperature,
