@@ -224,6 +224,27 @@ def test_init_from_copies_weights_not_optimizer(tmp_path):
         np.testing.assert_array_equal(v, trained[k])
 
 
+@pytest.mark.parametrize("src_ema,dst_ema", [(0.0, 0.9), (0.9, 0.0), (0.9, 0.5)])
+def test_init_from_across_ema_settings(tmp_path, src_ema, dst_ema):
+    # Fine-tuning a run without EMA with EMA on (or the reverse) must work: the new EMA starts
+    # from the source's EMA weights when it kept them, else from its trained weights.
+    src = tmp_path / "src"
+    trained = loop.train(smoke_config(total_steps=6, ema_decay=src_ema), src)
+    cfg = smoke_config(total_steps=6, init_from=str(src), ema_decay=dst_ema)
+    state = loop.Trainer(cfg, tmp_path / "dst").restore_or_init(None)
+    for k, v in params_of(state).items():
+        np.testing.assert_array_equal(v, params_of(trained)[k])
+    if dst_ema == 0.0:
+        assert state.ema is None
+    else:
+        start = trained.ema if trained.ema is not None else trained.params
+        want = params_of(trained.replace(params=start))
+        got = params_of(state.replace(params=state.ema))
+        for k, v in got.items():
+            np.testing.assert_array_equal(v, want[k])
+    assert int(state.step) == 0
+
+
 def test_profiler_trace_is_written(tmp_path):
     loop.train(smoke_config(total_steps=6, profile_steps=2, profile_start=2), tmp_path)
     assert any((tmp_path / "profile").rglob("*.xplane.pb"))

@@ -79,6 +79,10 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         return self.manager.restore(step, args=args)["state"]
 
+    def has_ema(self, step: int) -> bool:
+        """Whether the state saved at ``step`` carries EMA weights (the run had ema_decay > 0)."""
+        return self.manager.item_metadata(step)["state"]["ema"] is not None
+
     def restore_meta(self, step: int) -> dict:
         path = self.directory / str(step) / "meta" / "metadata"
         if path.exists():

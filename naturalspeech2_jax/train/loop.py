@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from flax import nnx
@@ -188,9 +189,18 @@ class Trainer:
                     f"init_from={init_from} has no checkpoint under checkpoints/; train it first "
                     "or clear config.init_from."
                 )
-            old = source.restore_state(step, target)
+            # The source may have kept EMA weights when this run does not, or the reverse (a
+            # fine-tune that turns EMA on): restore what it saved, and start this run's EMA from
+            # the source's EMA, else from its trained weights.
+            source_ema = source.has_ema(step)
+            old = source.restore_state(
+                step, target.replace(ema=target.params if source_ema else None)
+            )
             source.close()
-            fresh = fresh.replace(params=old.params, rest=old.rest, ema=old.ema)
+            ema = None
+            if fresh.ema is not None:
+                ema = old.ema if source_ema else jax.tree.map(jnp.copy, old.params)
+            fresh = fresh.replace(params=old.params, rest=old.rest, ema=ema)
             log.info("initialised weights from %s (step %d)", init_from, step)
         return fresh
 
