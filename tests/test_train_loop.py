@@ -232,8 +232,9 @@ def test_init_from_across_ema_settings(tmp_path, src_ema, dst_ema):
     trained = loop.train(smoke_config(total_steps=6, ema_decay=src_ema), src)
     cfg = smoke_config(total_steps=6, init_from=str(src), ema_decay=dst_ema)
     state = loop.Trainer(cfg, tmp_path / "dst").restore_or_init(None)
+    trained_params = params_of(trained)
     for k, v in params_of(state).items():
-        np.testing.assert_array_equal(v, params_of(trained)[k])
+        np.testing.assert_array_equal(v, trained_params[k])
     if dst_ema == 0.0:
         assert state.ema is None
     else:
