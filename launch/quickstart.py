@@ -1,6 +1,7 @@
 """The whole pipeline in one command, resumable: corpus -> data -> codec -> codes -> NS2 -> samples.
 
     python launch/quickstart.py --workdir=W [--preset=smoke|tiny] [--corpus=PATH]
+        [--durations=auto|aligner|exact]
 
 Without ``--corpus`` it generates the embedded corpus (a multi-speaker English corpus synthesised
 by espeak-ng, which ships with pip) under ``W/corpus``. Stages and what they leave:
@@ -49,6 +50,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage writes its ou
 _PRESET = flags.DEFINE_enum("preset", "tiny", ["smoke", "tiny"], "Size of every stage.")
 _CORPUS = flags.DEFINE_string("corpus", None, "A corpus on disk instead of the embedded one.")
 _LAYOUT = flags.DEFINE_string("layout", None, "Corpus layout when it cannot be detected.")
+_DURATIONS = flags.DEFINE_enum(
+    "durations", "auto", ["auto", "aligner", "exact"],
+    "Phoneme durations: auto (the embedded corpus's exact timings; a real corpus's TextGrids, "
+    "else the built-in aligner), aligner (the built-in aligner even where exact timings exist: "
+    "the data stage then scores it against them) or exact.",
+)  # fmt: skip
 
 log = logging.getLogger("quickstart")
 
@@ -91,6 +98,7 @@ class Options:
     preset: str = "tiny"
     corpus: str | None = None  # a corpus on disk instead of the embedded one
     layout: str | None = None
+    durations: str = "auto"  # auto | aligner | exact (PrepareOptions.durations)
 
 
 def _config(module: str, preset: str, overrides: dict):
@@ -127,14 +135,16 @@ def stage_data(workdir: epath.Path, opts: Options) -> dict:
 
     if opts.corpus:  # a real corpus: durations from TextGrids or the built-in aligner
         result = prepare_corpus(
-            opts.corpus, workdir / "data", layout=opts.layout, name="quickstart"
-        )
+            opts.corpus, workdir / "data", layout=opts.layout, name="quickstart",
+            durations=opts.durations,
+        )  # fmt: skip
     else:  # the embedded corpus ships exact timings; DIO pitch suffices for synthetic speech
+        # (--durations=aligner aligns it anyway and scores the aligner against those timings)
         result = prepare_corpus(
             str(workdir / "corpus"),
             workdir / "data",
             name="quickstart",
-            durations="exact",
+            durations="exact" if opts.durations == "auto" else opts.durations,
             pitch_method="dio",
         )
     return {"dataset_dir": str(result.dataset_dir)}
@@ -323,7 +333,10 @@ def main(argv: list[str]) -> None:
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
-    opts = Options(preset=_PRESET.value, corpus=_CORPUS.value, layout=_LAYOUT.value)
+    opts = Options(
+        preset=_PRESET.value, corpus=_CORPUS.value, layout=_LAYOUT.value,
+        durations=_DURATIONS.value,
+    )  # fmt: skip
     missing = missing_eval_modules(workdir, opts)
     if missing:
         raise app.UsageError(

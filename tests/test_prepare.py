@@ -11,6 +11,8 @@ import soundfile as sf
 from naturalspeech2_jax.data import pipeline
 from naturalspeech2_jax.data.prepare import boundaries_to_durations, prepare_corpus
 from naturalspeech2_jax.data.synthetic import generate_corpus
+from naturalspeech2_jax.text.g2p import is_phoneme
+from naturalspeech2_jax.text.vocab import default_vocab
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,31 @@ def test_embedded_corpus_prepares_with_exact_durations(tmp_path, tiny_corpus):
     # Running again reuses the prepared dataset.
     again = prepare_corpus(tiny_corpus, tmp_path, name="tiny", durations="exact", progress=False)
     assert again.card == json.loads((result.dataset_dir / "card.json").read_text())
+
+
+def test_aligner_durations_on_a_corpus_with_exact_timings_are_scored_against_them(
+    tmp_path, tiny_corpus
+):
+    """``durations="aligner"`` (``launch/quickstart.py --durations=aligner``) aligns even an
+    utterance that ships exact timings, and the card says how far the aligner is from them."""
+    result = prepare_corpus(
+        tiny_corpus, tmp_path, name="aligned", durations="aligner", aligner_preset="smoke",
+        aligner_steps=8, pitch_method="dio", num_workers=1, progress=False,
+    )  # fmt: skip
+    card, vocab = result.card, default_vocab()
+    assert card["durations_source"] == {"built-in aligner": 9}
+    scored = card["aligner"]["boundary_error_ms"]
+    assert scored["boundaries"] > 9 * 5  # every inner boundary of every utterance
+    assert 0.0 <= scored["median"] <= scored["p90"] and 0.0 <= scored["within_25ms"] <= 1.0
+    assert (tmp_path / "_work" / "aligned" / "alignment.png").exists()
+    for split in ("train", "heldout"):
+        src = pipeline.open_split(result.dataset_dir, split)
+        lengths = pipeline.frame_lengths(result.dataset_dir, split)
+        for i in range(len(src)):
+            ex = src[i]
+            assert pipeline.check_example(ex) == lengths[i]  # durations sum to the frames
+            spoken = np.asarray([is_phoneme(t) for t in vocab.decode(ex["phonemes"])])
+            assert spoken.any() and np.all(ex["durations"][spoken] >= 1)  # none skipped
 
 
 def test_bad_utterances_are_reported_and_skipped(tmp_path, tiny_corpus):
