@@ -7,7 +7,7 @@ Layouts (detected, or named with --layout): kaldi (text, utt2spk, wav.scp or <sp
 libritts, librispeech, vctk, mls, ljspeech, folder (audio + same-name .txt). A folder holding
 several corpora (e.g. train/ and dev/) gives one split each. Durations come from exact timings
 (embedded corpus), TextGrids whose phones are our tokens, or the built-in aligner
-(--durations=aligner forces it; configs/aligner.py:tiny, 2000 steps by default, about 20 min on 2
+(--durations=aligner forces it; configs/aligner.py:tiny, 1000 steps by default, about 10 min on 2
 cores, then a minute to align a few thousand utterances). The result opens with
 ``tfds.builder_from_directory(DIR/<name>/1.0.0)``; its card.md lists hours, speakers and the
 rejected utterances with their reasons.

@@ -11,8 +11,10 @@ Stages (each utterance that fails is reported with its reason and skipped; the r
    voiced at the codec hop, never NaN) and log-mel (for the aligner). Cached per utterance under
    ``<data_dir>/_work`` so an interrupted run resumes.
 4. **Durations in codec frames**: exact timings when the corpus ships them (the embedded corpus),
-   Praat/MFA TextGrids whose phones are our tokens, else the built-in CTC aligner trained on the
-   corpus itself. Boundaries are rounded, not durations, so ``sum(durations) == n_frames``.
+   Praat/MFA TextGrids whose phones are our tokens, else the built-in aligner
+   (``configs/aligner.py``) trained on the corpus itself; ``durations="aligner"`` uses it even
+   where exact timings exist, and the card then scores it against them. Boundaries are
+   rounded, not durations, so ``sum(durations) == n_frames``.
 5. **Write** the TFDS ArrayRecord dataset (``data/tfds_builder.py``) plus ``vocab.json``,
    ``speakers.json``, a dataset card (``card.json``, ``card.md``, ``lengths.png``) and
    ``rejected.tsv`` beside it.
