@@ -11,8 +11,11 @@ alignments this way.
 
 Model. A mel encoder (per-utterance normalised log-mel -> linear -> residual dilated 1-D conv
 blocks, as in the CTC model) gives a query q_t per frame; a text encoder (token embedding ->
-residual 1-D conv blocks over the token sequence, so each key knows its neighbours: the two /t/ of
-"the cat sat" differ) gives a key k_n per token. The emission is the log-softmax over the
+``text_layers`` residual 1-D conv blocks over the token sequence) gives a key k_n per token. Keep
+both local (configs/aligner.py: 3 undilated mel layers, no text blocks): the forward-sum loss
+cannot tell the true alignment from a shifted one when a query may stand for the frames of a
+neighbouring phoneme or a key for a neighbouring token, and with wide context the alignment
+drifted further from the true one the longer it trained. The emission is the log-softmax over the
 utterance's tokens of the negative squared distance, scaled by 1/sqrt(dim):
 
     log A[t, n] = log_softmax_n( -|q_t - k_n|^2 / sqrt(d) )        (padded tokens excluded)
