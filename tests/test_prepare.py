@@ -76,6 +76,12 @@ def test_aligner_durations_on_a_corpus_with_exact_timings_are_scored_against_the
     assert scored["boundaries"] > 9 * 5  # every inner boundary of every utterance
     assert 0.0 <= scored["median"] <= scored["p90"] and 0.0 <= scored["within_25ms"] <= 1.0
     assert (tmp_path / "_work" / "aligned" / "alignment.png").exists()
+    # per-split figures, so that one sub-corpus the aligner fails on cannot hide in the pool
+    assert set(card["duration_stats_by_split"]) == {"train", "heldout"}
+    assert set(card["aligner"]["confidence_by_split"]) == {"train", "heldout"}
+    for split, conf in card["aligner"]["confidence_by_split"].items():
+        assert conf < 0.0, split  # a mean log-prob
+        assert card["duration_stats_by_split"][split]["phoneme_median_frames"] >= 1
     for split in ("train", "heldout"):
         src = pipeline.open_split(result.dataset_dir, split)
         lengths = pipeline.frame_lengths(result.dataset_dir, split)
