@@ -66,6 +66,10 @@ with a random codec, 20 steps: ``python launch/ns2_throughput.py tiny 20``):
     6.4M parameters, 0.84-1.05 steps/s), 4266 steps (80 min): guidance 2 WER 0.963 / sim 0.635 /
     DNSMOS 2.64 with its EMA weights (0.949 / 0.620 / 2.50 raw; guidance 1 1.139): the same
     words in half the training time of the 3.6M model's 19000 steps, not intelligible either.
+    All of the above trained on the former aligner's durations. On the current local aligner's
+    (same command, 5432 steps, 74 min, 1.26 steps/s): WER 1.160 / sim 0.607 / DNSMOS 2.39 on the
+    same 40 pairs, no better: on speechocean762 that aligner is near-uniform (per-token Viterbi
+    confidence -3.44, cathy -1.94; consonants median 1 frame), so neither duration source is right.
   * base (124M parameters): one GPU (bfloat16 compute), 20-100 h of speech, 200K steps.
   * paper: the paper's sizes, 16 GPUs x ~6K latent frames, AdamW 5e-4, 32K warm-up,
     inverse-sqrt decay, 300K steps. Dry run (measured): phoneme_encoder 69.4M (paper 72M),
