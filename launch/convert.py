@@ -2,12 +2,13 @@
 
     python launch/convert.py --checkpoint W/ns2 --source src.wav --text "what src.wav says" \
         --prompt target.wav --out converted.wav [--steps 25 --sampler dpm++2m --keep_pitch] \
-        [--aligner DATA/_work/<name>/aligner]
+        [--aligner pocketsphinx | --aligner DATA/_work/<name>/aligner]
 
 The source latent is run through the ODE towards noise (conditioned on the source), then back
 with the target prompt (naturalspeech2_jax/inference/voice_conversion.py). The output has the
 source's length; its pitch contour is moved to the target's register unless --keep_pitch.
-With --aligner (the built-in aligner launch/prepare_data.py trained on the NS2 model's corpus) the
+With --aligner (``pocketsphinx``: its pretrained en-us model, what launch/prepare_data.py uses by
+default; or the built-in aligner directory prepare_data.py trained on the NS2 model's corpus) the
 phoneme durations are read off the source; without it they are predicted and rescaled.
 """
 
@@ -32,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default="dpm++2m")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--keep_pitch", action="store_true", help="keep the source's F0 register")
-    p.add_argument("--aligner", help="built-in aligner dir: source durations by forced alignment")
+    p.add_argument(
+        "--aligner",
+        help="'pocketsphinx' or a built-in aligner dir: source durations by forced alignment",
+    )
     args = p.parse_args(argv)
     try:
         from launch.synthesize import write_outputs

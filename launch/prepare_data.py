@@ -37,12 +37,22 @@ _LAYOUT = flags.DEFINE_enum(
     "Corpus layout (default: detected).",
 )
 _DURATIONS = flags.DEFINE_enum("durations", "auto", ["auto", "aligner", "exact"], "Source.")
+_ALIGNER = flags.DEFINE_enum(
+    "aligner", "auto", ["auto", "pocketsphinx", "builtin"],
+    "Where no exact timings or TextGrids exist: pocketsphinx (pretrained en-us acoustic model; "
+    "needs the eval extra), builtin (trained on the corpus itself) or auto (pocketsphinx when "
+    "installed).",
+)  # fmt: skip
 _ALIGNER_PRESET = flags.DEFINE_string("aligner_preset", "tiny", "configs/aligner.py preset.")
 _ALIGNER_STEPS = flags.DEFINE_integer(
     "aligner_steps", 0, "Aligner training steps (0: the preset's total_steps)."
 )
 _PITCH = flags.DEFINE_enum("pitch_method", "harvest", ["harvest", "dio"], "pyworld method.")
 _TRIM = flags.DEFINE_bool("trim_silence", False, "Trim leading/trailing silence.")
+_EDGE = flags.DEFINE_float(
+    "max_edge_silence", None,
+    "Cut each utterance's leading/trailing silence (as aligned) to at most this many seconds.",
+)  # fmt: skip
 _MIN_S = flags.DEFINE_float("min_seconds", 0.5, "Shorter utterances are rejected.")
 _MAX_S = flags.DEFINE_float("max_seconds", 20.0, "Longer utterances are rejected.")
 _WORKERS = flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).")
@@ -79,10 +89,12 @@ def main(argv: list[str]) -> None:
         name=name,
         layout=_LAYOUT.value,
         durations=_DURATIONS.value,
+        aligner=_ALIGNER.value,
         aligner_preset=_ALIGNER_PRESET.value,
         aligner_steps=_ALIGNER_STEPS.value,
         pitch_method=_PITCH.value,
         trim_silence=_TRIM.value,
+        max_edge_silence=_EDGE.value,
         min_seconds=_MIN_S.value,
         max_seconds=_MAX_S.value,
         num_workers=_WORKERS.value or None,

@@ -56,6 +56,11 @@ _DURATIONS = flags.DEFINE_enum(
     "else the built-in aligner), aligner (the built-in aligner even where exact timings exist: "
     "the data stage then scores it against them) or exact.",
 )  # fmt: skip
+_ALIGNER = flags.DEFINE_enum(
+    "aligner", "auto", ["auto", "pocketsphinx", "builtin"],
+    "Which aligner --durations=aligner (or a corpus without timings) uses; see "
+    "launch/prepare_data.py --help.",
+)  # fmt: skip
 
 log = logging.getLogger("quickstart")
 
@@ -99,6 +104,7 @@ class Options:
     corpus: str | None = None  # a corpus on disk instead of the embedded one
     layout: str | None = None
     durations: str = "auto"  # auto | aligner | exact (PrepareOptions.durations)
+    aligner: str = "auto"  # auto | pocketsphinx | builtin (PrepareOptions.aligner)
 
 
 def _config(module: str, preset: str, overrides: dict):
@@ -136,7 +142,7 @@ def stage_data(workdir: epath.Path, opts: Options) -> dict:
     if opts.corpus:  # a real corpus: durations from TextGrids or the built-in aligner
         result = prepare_corpus(
             opts.corpus, workdir / "data", layout=opts.layout, name="quickstart",
-            durations=opts.durations,
+            durations=opts.durations, aligner=opts.aligner,
         )  # fmt: skip
     else:  # the embedded corpus ships exact timings; DIO pitch suffices for synthetic speech
         # (--durations=aligner aligns it anyway and scores the aligner against those timings)
@@ -145,6 +151,7 @@ def stage_data(workdir: epath.Path, opts: Options) -> dict:
             workdir / "data",
             name="quickstart",
             durations="exact" if opts.durations == "auto" else opts.durations,
+            aligner=opts.aligner,
             pitch_method="dio",
         )
     return {"dataset_dir": str(result.dataset_dir)}

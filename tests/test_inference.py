@@ -277,6 +277,31 @@ def test_voice_conversion_takes_the_aligners_durations(synth, prompt, smoke_pipe
         convert(synth, str(source), prompt, text=row["target_text"], steps=STEPS, aligner=small)
 
 
+def test_voice_conversion_with_pocketsphinx_durations(synth, prompt, smoke_pipeline):
+    """aligner="pocketsphinx": the source's durations are pocketsphinx's alignment of it to its
+    text (no corpus-trained aligner needed); with phonemes only it says it needs the text."""
+    pytest.importorskip("pocketsphinx")
+    from naturalspeech2_jax.inference import voice_conversion as vc
+    from naturalspeech2_jax.text.g2p import is_phoneme
+
+    pairs = (smoke_pipeline / "samples" / "pairs.tsv").read_text().splitlines()
+    row = dict(zip(pairs[0].split("\t"), pairs[1].split("\t"), strict=True))
+    source = sorted((smoke_pipeline / "samples").glob("*_ground_truth.wav"))[0]
+    wav, _ = sf.read(str(source), dtype="float32")
+    tokens = synth.phonemize(row["target_text"])
+    frames = -(-len(wav) // 200)
+    expected = vc.sphinx_align_source(wav, row["target_text"], tokens, frames)
+    spoken = np.array([is_phoneme(t) for t in tokens])
+    assert expected.sum() == frames and np.all(expected[spoken] >= 1)
+    assert np.median(expected[spoken]) >= 2  # real phone lengths, not a one-frame pile-up
+    out = convert(
+        synth, str(source), prompt, text=row["target_text"], steps=STEPS, aligner="pocketsphinx"
+    )
+    np.testing.assert_array_equal(out.durations, expected)
+    with pytest.raises(SynthesisError, match="pass text"):
+        convert(synth, str(source), prompt, phonemes=tokens, steps=STEPS, aligner="pocketsphinx")
+
+
 def test_errors_are_one_clear_sentence(synth, prompt, smoke_pipeline, tmp_path):
     with pytest.raises(SynthesisError, match="text is empty"):
         synth.synthesize("   ", prompt)

@@ -42,6 +42,7 @@ from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # 80 frames per second
+ALIGNERS = ("auto", "pocketsphinx", "builtin")
 
 
 @dataclasses.dataclass
@@ -51,10 +52,17 @@ class PrepareOptions:
     layout: str | None = None
     name: str = "corpus"
     durations: str = "auto"  # auto | aligner | exact
+    # auto: pocketsphinx's pretrained en-us model when installed (the eval extra), else the
+    # built-in aligner trained on the corpus; see align/sphinx.py for why
+    aligner: str = "auto"  # auto | pocketsphinx | builtin
     aligner_preset: str = "tiny"
     aligner_steps: int = 0  # 0: the preset's total_steps
     pitch_method: str = "harvest"  # harvest (accurate) | dio (fast)
     trim_silence: bool = False
+    # After alignment, cut the leading/trailing <sil> to at most this many seconds (None: keep).
+    # Read-speech corpora hold long edge silences (speechocean762: 43% of train frames are
+    # pauses, mostly at the edges); a TTS model would spend its capacity on them.
+    max_edge_silence: float | None = None
     min_seconds: float = 0.5
     max_seconds: float = 20.0
     num_workers: int | None = None
@@ -231,7 +239,7 @@ def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rej
         "",
     ]
     if card.get("aligner"):
-        lines += [f"Built-in aligner: {card['aligner']}", ""]
+        lines += [f"Aligner: {card['aligner']}", ""]
         if card["aligner"].get("figure"):
             lines += ["![alignment](alignment.png)", ""]
     (out / "card.md").write_text("\n".join(lines))
@@ -266,6 +274,8 @@ def prepare_corpus(
     opts = dataclasses.replace(options or PrepareOptions(), **overrides)
     if opts.durations not in ("auto", "aligner", "exact"):
         raise ValueError(f"durations={opts.durations!r}; use auto, aligner or exact.")
+    if opts.aligner not in ALIGNERS:
+        raise ValueError(f"aligner={opts.aligner!r}; use one of {', '.join(ALIGNERS)}.")
     corpora = [os.fspath(corpus)] if isinstance(corpus, str | os.PathLike) else list(corpus)
     data_dir = epath.Path(data_dir)
     out_dir = data_dir / opts.name / VERSION
@@ -338,6 +348,7 @@ def prepare_corpus(
     speakers = sorted({u.speaker for _, u, _, _ in kept})
     speaker_ids = {s: i for i, s in enumerate(speakers)}
     final = [(s, u, t, i) for s, u, t, i in kept if not isinstance(durations.get(u.id), str)]
+    crops = _edge_crops(final, durations, opts.max_edge_silence)
 
     def split_examples(split_name: str):
         def gen():
@@ -345,16 +356,18 @@ def prepare_corpus(
                 if split != split_name:
                     continue
                 with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
+                    head, tail = crops.get(u.id, (0, 0))
+                    end = len(f["log_f0"]) - tail
                     yield {
                         "id": u.id,
                         "text": u.text,
                         "speaker": u.speaker,
                         "speaker_id": speaker_ids[u.speaker],
-                        "audio": f["audio"],
+                        "audio": f["audio"][head * HOP_LENGTH : end * HOP_LENGTH],
                         "phonemes": np.asarray(ids, np.int32),
                         "durations": durations[u.id],
-                        "log_f0": f["log_f0"],
-                        "voiced": f["voiced"],
+                        "log_f0": f["log_f0"][head:end],
+                        "voiced": f["voiced"][head:end],
                     }
 
         return gen
@@ -476,11 +489,37 @@ def _durations(kept, work: epath.Path, opts: PrepareOptions):
         need_aligner.append((split, u, tokens, ids, n_frames))
     report: dict[str, Any] = {}
     if need_aligner:
-        report = _run_aligner(need_aligner, work, opts, durations, exact_ref)
-        sources["built-in aligner"] += sum(
+        kind = resolve_aligner(opts.aligner)
+        run = _run_sphinx if kind == "pocketsphinx" else _run_aligner
+        report = run(need_aligner, work, opts, durations, exact_ref)
+        sources["pocketsphinx" if kind == "pocketsphinx" else "built-in aligner"] += sum(
             1 for _, u, *_ in need_aligner if not isinstance(durations.get(u.id), str)
         )
     return durations, sources, report
+
+
+def _edge_crops(final, durations: dict, max_seconds: float | None) -> dict[str, tuple[int, int]]:
+    """Frames to cut from the start and end of each utterance so that its edge ``<sil>`` tokens
+    last at most ``max_seconds``; ``durations`` is updated in place to match. Frames are whole
+    codec hops, so the audio, pitch and durations stay on one grid."""
+    from naturalspeech2_jax.text.g2p import SIL
+
+    if max_seconds is None:
+        return {}
+    if max_seconds < 0:
+        raise ValueError(f"max_edge_silence must be >= 0 seconds, not {max_seconds}.")
+    keep = int(round(max_seconds * FRAME_RATE))
+    crops = {}
+    for _, u, tokens, _ in final:
+        d = np.asarray(durations[u.id], np.int32).copy()
+        head = max(int(d[0]) - keep, 0) if tokens[0] == SIL else 0
+        tail = max(int(d[-1]) - keep, 0) if tokens[-1] == SIL and len(d) > 1 else 0
+        if head or tail:
+            d[0] -= head
+            d[-1] -= tail
+            durations[u.id] = d
+            crops[u.id] = (head, tail)
+    return crops
 
 
 def _silence_id(jobs) -> int:
@@ -561,14 +600,7 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
         "confidence_by_split": {s: round(float(np.mean(c)), 3) for s, c in confidence.items()},
     }
     if errors:
-        all_err = np.concatenate(errors)
-        report["boundary_error_ms"] = {
-            "median": float(np.median(all_err)),
-            "mean": float(np.mean(all_err)),
-            "p90": float(np.percentile(all_err, 90)),
-            "within_25ms": float(np.mean(all_err <= 25)),
-            "boundaries": int(all_err.size),
-        }
+        report["boundary_error_ms"] = _error_summary(np.concatenate(errors))
     if shown is not None:
         utt_id, tokens, mel, d = shown
         _plot_alignment(work / "alignment.png", utt_id, tokens, mel, d, exact_ref.get(utt_id))
@@ -576,7 +608,125 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
     return report
 
 
-def _plot_alignment(path, utt_id, tokens, mel, durations, exact=None) -> None:
+def resolve_aligner(name: str) -> str:
+    """``auto`` -> ``pocketsphinx`` when it is installed, else ``builtin``."""
+    if name != "auto":
+        if name == "pocketsphinx":
+            try:
+                import pocketsphinx  # noqa: F401
+            except ImportError as err:
+                raise ImportError(
+                    "aligner='pocketsphinx' needs pocketsphinx: pip install -e '.[eval]', or "
+                    "use aligner='builtin'."
+                ) from err
+        return name
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        return "builtin"
+    return "pocketsphinx"
+
+
+_SPHINX = None  # one decoder per worker process
+
+
+def _sphinx_job(job: tuple) -> tuple[str, Any, dict | None]:
+    """Worker: (id, cache npz, text, tokens, n_frames) -> (id, durations | reason, stats)."""
+    global _SPHINX
+    from naturalspeech2_jax.align import sphinx
+    from naturalspeech2_jax.text.g2p import is_phoneme
+
+    utt_id, cache, text, tokens, n_frames = job
+    if _SPHINX is None:
+        _SPHINX = sphinx.SphinxAligner()
+    with np.load(cache) as f:
+        audio = f["audio"]
+    try:
+        d, stats = _SPHINX.align(
+            audio,
+            sphinx.transcript_words(text),
+            tokens,
+            [is_phoneme(t) for t in tokens],
+            n_frames,
+            FRAME_RATE,
+            pronounce=sphinx.espeak_pronunciation,
+        )
+    except sphinx.AlignmentError as err:
+        return utt_id, f"alignment failure (pocketsphinx): {err}", None
+    return utt_id, d, stats
+
+
+def _run_sphinx(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, exact_ref: dict):
+    """Align with pocketsphinx in worker processes (``align/sphinx.py``); the report has the
+    share of pocketsphinx's phones that equal our espeak phonemes' ARPAbet units, per split
+    (low means the transcript and the audio disagree, or the G2P front-ends do), and the
+    boundary error against exact timings where the corpus has them."""
+    start = time.time()
+    by_id = {u.id: (split, u, tokens) for split, u, tokens, _, _ in jobs}
+    work_items = [
+        (u.id, os.fspath(work / split / f"{u.id}.npz"), u.text, list(tokens), int(n))
+        for split, u, tokens, _, n in jobs
+    ]
+    workers = max(1, min(opts.num_workers or os.cpu_count() or 1, len(work_items)))
+    bar = tqdm(total=len(work_items), desc="pocketsphinx", unit="utt", disable=not opts.progress)
+    results = []
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for r in pool.imap_unordered(_sphinx_job, work_items, chunksize=8):
+                results.append(r)
+                bar.update(1)
+    else:
+        for item in work_items:
+            results.append(_sphinx_job(item))
+            bar.update(1)
+    bar.close()
+    match: dict[str, list[float]] = {}
+    errors, shown = [], None
+    for utt_id, d, stats in sorted(results, key=lambda r: r[0]):
+        durations[utt_id] = d
+        if isinstance(d, str):
+            continue
+        split, u, tokens = by_id[utt_id]
+        match.setdefault(split, []).append(stats["exact_match_share"])
+        if utt_id in exact_ref:
+            from naturalspeech2_jax.align.viterbi import boundary_errors_ms
+
+            errors.append(boundary_errors_ms(d, exact_ref[utt_id]))
+        if shown is None or (utt_id in exact_ref and shown[0] not in exact_ref):
+            shown = (utt_id, split, tokens, d)
+    report: dict[str, Any] = {
+        "model": "pocketsphinx en-us (pretrained HMM, CMUdict + espeak-ng for missing words)",
+        "utterances": len(jobs),
+        "align_seconds": round(time.time() - start, 1),
+        "min_frames": "1 per phoneme, 0 for <sil>, <wb> and punctuation",
+        "phone_match_by_split": {s: round(float(np.mean(m)), 3) for s, m in match.items()},
+    }
+    if errors:
+        report["boundary_error_ms"] = _error_summary(np.concatenate(errors))
+    if shown is not None:
+        utt_id, split, tokens, d = shown
+        with np.load(os.fspath(work / split / f"{utt_id}.npz")) as f:
+            mel = f["mel"].astype(np.float32)
+        _plot_alignment(
+            work / "alignment.png", utt_id, tokens, mel, d, exact_ref.get(utt_id), "pocketsphinx"
+        )
+        report["figure"] = "alignment.png"
+    return report
+
+
+def _error_summary(all_err: np.ndarray) -> dict[str, float]:
+    return {
+        "median": float(np.median(all_err)),
+        "mean": float(np.mean(all_err)),
+        "p90": float(np.percentile(all_err, 90)),
+        "within_25ms": float(np.mean(all_err <= 25)),
+        "boundaries": int(all_err.size),
+    }
+
+
+def _plot_alignment(
+    path, utt_id, tokens, mel, durations, exact=None, label="built-in aligner"
+) -> None:
     """Mel spectrogram with the aligner's phoneme boundaries (white) and exact ones (red)."""
     import matplotlib
 
@@ -594,7 +744,7 @@ def _plot_alignment(path, utt_id, tokens, mel, durations, exact=None) -> None:
     for tok, s, e in zip(tokens, ends - durations, ends, strict=True):
         if e > s:
             ax.text((s + e) / 2 - 0.5, mel.shape[1] * 1.02, tok, ha="center", fontsize=6)
-    title = f"{utt_id}: built-in aligner (white)" + (" vs exact (red)" if exact is not None else "")
+    title = f"{utt_id}: {label} (white)" + (" vs exact (red)" if exact is not None else "")
     ax.set_title(title, fontsize=8, pad=12)
     ax.set_xlabel("codec frame (12.5 ms)")
     ax.set_ylabel("mel bin")

@@ -8,7 +8,8 @@
    is shifted to the target prompt's).
 
 The source's phonemes come from its transcript (``text``) or ``phonemes``. Their durations are,
-in order of preference: given (``durations``); read off the source by the built-in aligner
+in order of preference: given (``durations``); read off the source by pocketsphinx
+(``aligner="pocketsphinx"``, ``align/sphinx.py``: needs ``text``) or by the built-in aligner
 (``aligner``: the one ``launch/prepare_data.py --durations=aligner`` trained on the same corpus,
 ``DATA/_work/<name>/aligner``, whose phoneme ids are the NS2 vocabulary's); or predicted with the
 source as prompt and rescaled to the source's length (no aligner needed, but each phoneme's
@@ -111,6 +112,26 @@ def align_source(aligner: Any, wav: np.ndarray, tokens: list[str], ids: np.ndarr
     return np.asarray(durations, np.int32)
 
 
+def sphinx_align_source(wav: np.ndarray, text: str, tokens: list[str], frames: int) -> np.ndarray:
+    """Durations [len(tokens)] summing to ``frames`` from pocketsphinx's forced alignment of
+    ``wav`` to ``text`` (``align/sphinx.py``), on the audio preparation would have aligned."""
+    from naturalspeech2_jax.align import sphinx
+    from naturalspeech2_jax.audio import normalize_loudness, pad_or_trim_to_frames
+    from naturalspeech2_jax.text.g2p import is_phoneme
+
+    wav = pad_or_trim_to_frames(normalize_loudness(np.asarray(wav, np.float32)), n_frames=frames)
+    pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)  # as preparation
+    try:
+        d, _ = sphinx.SphinxAligner().align(
+            pcm, sphinx.transcript_words(text), tokens, [is_phoneme(t) for t in tokens],
+            frames, SAMPLE_RATE / HOP_LENGTH, pronounce=sphinx.espeak_pronunciation,
+        )  # fmt: skip
+    except sphinx.AlignmentError as e:
+        raise SynthesisError(f"pocketsphinx could not align the source to its transcript ({e}); "
+                             "check the text, or leave out the aligner.") from None  # fmt: skip
+    return d
+
+
 def _source_pitch(wav: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
     """(log-F0 [frames] interpolated, mean voiced log-F0) of a waveform."""
     from naturalspeech2_jax.audio.pitch import extract_pitch
@@ -161,7 +182,12 @@ def convert(
     phon[0, : len(ids)], tmask[0, : len(ids)] = ids, 1.0
     pz = L.normalize(jnp.asarray(src_prompt[0][None]), stats)
     pm = jnp.asarray(src_prompt[1][None])
-    if durations is None and aligner is not None:
+    if durations is None and aligner == "pocketsphinx":
+        if text is None:
+            raise SynthesisError("aligner='pocketsphinx' aligns words: pass text=..., not only "
+                                 "phonemes.")  # fmt: skip
+        durations = sphinx_align_source(src, text, tokens, frames)
+    elif durations is None and aligner is not None:
         durations = align_source(aligner, src, tokens, ids, frames)
     if durations is None:
         from naturalspeech2_jax.models.ns2 import _predict_durations_jit
