@@ -9,7 +9,8 @@ time, train-step time, examples/s and (where batches carry a frame mask) codec f
 seconds/s, model FLOPs per step from XLA's cost analysis of the compiled step, FLOP utilisation
 against a large float32 matmul measured in the same run (on an accelerator: against its bf16 peak),
 and the compiled program's memory. For NaturalSpeech 2 also the inference real-time factor per
-sampler and step count. Plus the data pipeline's examples/s over the embedded smoke dataset.
+sampler and step count. Plus the data pipeline's examples/s over the embedded smoke dataset, and
+pocketsphinx forced alignment's utterances/s and boundary error over it (``--no_sphinx`` skips).
 Tasks or presets not in this tree are listed under "skipped" with the reason. The same command
 runs on CPU, GPU and TPU; timings never fail anything (the machines are shared and noisy).
 
@@ -146,6 +147,18 @@ def run(args: argparse.Namespace) -> dict:
         except Exception as e:  # noqa: BLE001
             logging.exception("pipeline benchmark failed")
             result["pipeline"] = {"skipped": f"{type(e).__name__}: {e}"}
+    if args.sphinx:
+        logging.info("benchmarking pocketsphinx forced alignment")
+        try:
+            from naturalspeech2_jax.data.embedded import embedded_dataset_dir
+
+            dataset = args.dataset_dir or embedded_dataset_dir("smoke")
+            result["sphinx_alignment"] = benchmark.benchmark_sphinx_alignment(
+                dataset, utterances=8 if args.smoke else 40
+            )
+        except Exception as e:  # noqa: BLE001
+            logging.exception("pocketsphinx benchmark failed")
+            result["sphinx_alignment"] = {"skipped": f"{type(e).__name__}: {e}"}
     logging.info("measuring the matmul reference again (the load may have changed)")
     benchmark.remeasure_reference(reference, smoke=args.smoke)
     peak, peak_name = benchmark.reference_peak(reference)
@@ -172,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inference_seconds", type=float, default=10.0)
     parser.add_argument("--dataset_dir", default="", help="prepared dataset for the pipeline")
     parser.add_argument("--no_pipeline", dest="pipeline", action="store_false")
+    parser.add_argument(
+        "--no_sphinx", dest="sphinx", action="store_false", help="skip the pocketsphinx aligner"
+    )
     parser.add_argument(
         "--override",
         action="append",

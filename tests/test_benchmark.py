@@ -122,6 +122,16 @@ def test_cli_smoke_writes_json_with_every_figure(tmp_path):
     for kind in ("crop", "bucket"):
         assert pipe[kind]["examples_per_s"] > 0
         assert 1 <= pipe[kind]["distinct_batch_shapes"] <= 2
+    sphinx = result["sphinx_alignment"]
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        assert "skipped" in sphinx
+    else:
+        assert "skipped" not in sphinx, sphinx
+        assert sphinx["utterances"] == 8 and sphinx["utterances_per_s"] > 0
+        # against the embedded corpus's exact timings
+        assert sphinx["boundary_error_median_ms"] <= 25.0 and sphinx["failures"] <= 1
 
 
 def test_random_codec_dataset_and_assets_for_speed_runs(tmp_path):

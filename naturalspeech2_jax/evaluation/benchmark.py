@@ -30,6 +30,7 @@ import dataclasses
 import importlib
 import logging
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -471,6 +472,52 @@ def benchmark_task_inference(
 
 
 # ------------------------------------------------------------------------------------- pipeline
+
+
+def benchmark_sphinx_alignment(dataset_dir: str, *, utterances: int = 40) -> dict[str, Any]:
+    """pocketsphinx forced alignment (``align/sphinx.py``, what data preparation runs per
+    utterance) over a prepared dataset's train split: utterances/s and audio seconds per second
+    on one process, and the boundary error against the dataset's own durations."""
+    from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+    from naturalspeech2_jax.align import sphinx
+    from naturalspeech2_jax.align.viterbi import boundary_errors_ms
+    from naturalspeech2_jax.data import pipeline
+    from naturalspeech2_jax.text.g2p import is_phoneme
+    from naturalspeech2_jax.text.vocab import PhonemeVocab
+
+    vocab = PhonemeVocab.load(os.path.join(os.fspath(dataset_dir), "vocab.json"))
+    source = pipeline.open_split(dataset_dir, "train")
+    n = min(utterances, len(source))
+    aligner = sphinx.SphinxAligner()
+    examples = [source[i] for i in range(n)]
+    errors, failures, audio_s = [], 0, 0.0
+    start = time.perf_counter()
+    for ex in examples:
+        tokens = vocab.decode(ex["phonemes"])
+        text = ex["text"].decode() if isinstance(ex["text"], bytes) else str(ex["text"])
+        frames = len(ex["log_f0"])
+        audio_s += len(ex["audio"]) / SAMPLE_RATE
+        try:
+            d, _ = aligner.align(
+                np.asarray(ex["audio"], np.int16), sphinx.transcript_words(text), tokens,
+                [is_phoneme(t) for t in tokens], frames, SAMPLE_RATE / HOP_LENGTH,
+                pronounce=sphinx.espeak_pronunciation,
+            )  # fmt: skip
+        except sphinx.AlignmentError:
+            failures += 1
+            continue
+        errors.append(boundary_errors_ms(d, np.asarray(ex["durations"])))
+    wall = time.perf_counter() - start
+    err = np.concatenate(errors) if errors else np.zeros(0)
+    return {
+        "dataset_dir": dataset_dir,
+        "utterances": n,
+        "failures": failures,
+        "utterances_per_s": n / wall,
+        "audio_seconds_per_s": audio_s / wall,
+        "boundary_error_median_ms": float(np.median(err)) if err.size else None,
+        "boundary_within_25ms": float(np.mean(err <= 25)) if err.size else None,
+    }
 
 
 def benchmark_pipeline(
