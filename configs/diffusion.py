@@ -74,7 +74,7 @@ with a random codec, 20 steps: ``python launch/ns2_throughput.py tiny 20``):
     --aligner=pocketsphinx --max_edge_silence=0.2``: 0.6% one-frame phonemes, edge silences cut
     to 0.2 s, train 1.37 h), the 6.4M variant above (``--config.model.wn_layers=12
     --config.model.enc_layers=3 --config.model.cond_drop_prob=0.2 --config.ema_decay=0.999``),
-    4000 steps (about 85 min, 0.78 steps/s mean with tests and an evaluation beside it; per step
+    4000 steps (about 90 min, 0.78 steps/s mean with tests and an evaluation beside it; per step
     8 x (157 target + 115 prompt) real latent frames, i.e. ~1700 latent frames/s), EMA weights,
     guidance 2, on 40 dev pairs of that dataset:
     | system | WER | speaker sim | DNSMOS OVRL |
