@@ -19,6 +19,7 @@ from naturalspeech2_jax.audio.io import (
     resample,
     save_audio,
     silence_bounds,
+    to_pcm16,
     trim_silence,
 )
 from naturalspeech2_jax.audio.pitch import (
@@ -46,6 +47,7 @@ __all__ = [
     "normalize_loudness",
     "num_frames",
     "pad_or_trim_to_frames",
+    "to_pcm16",
     "phoneme_pitch",
     "resample",
     "save_audio",

@@ -315,3 +315,8 @@ def pad_or_trim_to_frames(
         return wav[..., :target]
     pad = [(0, 0)] * (wav.ndim - 1) + [(0, target - n)]
     return np.pad(wav, pad)
+
+
+def to_pcm16(wav: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] -> int16 PCM (rounded, clipped): how prepared datasets store it."""
+    return np.clip(np.round(np.asarray(wav) * 32767.0), -32768, 32767).astype(np.int16)

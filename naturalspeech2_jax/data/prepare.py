@@ -132,6 +132,7 @@ def _audio_features(job: tuple) -> tuple[str, str | None]:
         log_mel_spectrogram,
         normalize_loudness,
         pad_or_trim_to_frames,
+        to_pcm16,
         trim_silence,
     )
 
@@ -155,7 +156,7 @@ def _audio_features(job: tuple) -> tuple[str, str | None]:
     n = len(wav) // HOP_LENGTH
     if len(log_f0) != n or len(mel) != n:
         return utt_id, f"feature frames {len(log_f0)}/{len(mel)} != audio frames {n}"
-    audio = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)
+    audio = to_pcm16(wav)
     tmp = cache + ".tmp.npz"
     np.savez(
         tmp,
@@ -276,6 +277,8 @@ def prepare_corpus(
         raise ValueError(f"durations={opts.durations!r}; use auto, aligner or exact.")
     if opts.aligner not in ALIGNERS:
         raise ValueError(f"aligner={opts.aligner!r}; use one of {', '.join(ALIGNERS)}.")
+    if opts.max_edge_silence is not None and opts.max_edge_silence < 0:
+        raise ValueError(f"max_edge_silence must be >= 0 seconds, not {opts.max_edge_silence}.")
     corpora = [os.fspath(corpus)] if isinstance(corpus, str | os.PathLike) else list(corpus)
     data_dir = epath.Path(data_dir)
     out_dir = data_dir / opts.name / VERSION
@@ -506,8 +509,6 @@ def _edge_crops(final, durations: dict, max_seconds: float | None) -> dict[str, 
 
     if max_seconds is None:
         return {}
-    if max_seconds < 0:
-        raise ValueError(f"max_edge_silence must be >= 0 seconds, not {max_seconds}.")
     keep = int(round(max_seconds * FRAME_RATE))
     crops = {}
     for _, u, tokens, _ in final:
@@ -610,20 +611,17 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
 
 def resolve_aligner(name: str) -> str:
     """``auto`` -> ``pocketsphinx`` when it is installed, else ``builtin``."""
-    if name != "auto":
-        if name == "pocketsphinx":
-            try:
-                import pocketsphinx  # noqa: F401
-            except ImportError as err:
-                raise ImportError(
-                    "aligner='pocketsphinx' needs pocketsphinx: pip install -e '.[eval]', or "
-                    "use aligner='builtin'."
-                ) from err
+    if name == "builtin":
         return name
     try:
         import pocketsphinx  # noqa: F401
-    except ImportError:
-        return "builtin"
+    except ImportError as err:
+        if name == "auto":
+            return "builtin"
+        raise ImportError(
+            "aligner='pocketsphinx' needs pocketsphinx: pip install -e '.[eval]', or "
+            "use aligner='builtin'."
+        ) from err
     return "pocketsphinx"
 
 
@@ -661,6 +659,8 @@ def _run_sphinx(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, e
     share of pocketsphinx's phones that equal our espeak phonemes' ARPAbet units, per split
     (low means the transcript and the audio disagree, or the G2P front-ends do), and the
     boundary error against exact timings where the corpus has them."""
+    from naturalspeech2_jax.align.viterbi import boundary_errors_ms
+
     start = time.time()
     by_id = {u.id: (split, u, tokens) for split, u, tokens, _, _ in jobs}
     work_items = [
@@ -689,8 +689,6 @@ def _run_sphinx(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, e
         split, u, tokens = by_id[utt_id]
         match.setdefault(split, []).append(stats["exact_match_share"])
         if utt_id in exact_ref:
-            from naturalspeech2_jax.align.viterbi import boundary_errors_ms
-
             errors.append(boundary_errors_ms(d, exact_ref[utt_id]))
         if shown is None or (utt_id in exact_ref and shown[0] not in exact_ref):
             shown = (utt_id, split, tokens, d)

@@ -116,11 +116,11 @@ def sphinx_align_source(wav: np.ndarray, text: str, tokens: list[str], frames: i
     """Durations [len(tokens)] summing to ``frames`` from pocketsphinx's forced alignment of
     ``wav`` to ``text`` (``align/sphinx.py``), on the audio preparation would have aligned."""
     from naturalspeech2_jax.align import sphinx
-    from naturalspeech2_jax.audio import normalize_loudness, pad_or_trim_to_frames
+    from naturalspeech2_jax.audio import normalize_loudness, pad_or_trim_to_frames, to_pcm16
     from naturalspeech2_jax.text.g2p import is_phoneme
 
     wav = pad_or_trim_to_frames(normalize_loudness(np.asarray(wav, np.float32)), n_frames=frames)
-    pcm = np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)  # as preparation
+    pcm = to_pcm16(wav)  # as preparation stores it
     try:
         d, _ = sphinx.SphinxAligner().align(
             pcm, sphinx.transcript_words(text), tokens, [is_phoneme(t) for t in tokens],
