@@ -59,7 +59,9 @@ setup(
     version="0.1.0",
     description="NaturalSpeech 2 (latent diffusion TTS with zero-shot voice cloning) in JAX/Flax",
     python_requires=">=3.10",
-    packages=find_packages(include=["naturalspeech2_jax", "naturalspeech2_jax.*"]),
+    # configs/ is a package too: config files import each other (`from configs.common import ...`)
+    # wherever they are run from, with no sys.path edits.
+    packages=find_packages(include=["naturalspeech2_jax", "naturalspeech2_jax.*", "configs"]),
     install_requires=CORE,
     extras_require={
         "eval": EVAL,

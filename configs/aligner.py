@@ -1,65 +1,17 @@
-"""Built-in forced aligner: a model of p(token | frame) trained with the forward-sum loss, whose
-emissions Viterbi-align transcripts to codec frames (durations for NaturalSpeech 2 without any
-external aligner). ``model.kind`` picks the model:
-
-  * "attention" (default; ``align/attention.py``): RAD-TTS-style text-conditioned alignment,
-    log-softmax over the utterance's tokens of -|query(mel_t) - key(token_n)|^2.
-  * "ctc" (presets ``smoke_ctc``, ``tiny_ctc``; ``align/ctc.py``): a phoneme recogniser (CTC +
-    forward-sum + flat start) whose posteriors are gathered at the transcript's ids.
+"""Built-in forced aligner: p(token | frame) trained with the forward-sum loss, Viterbi-aligning
+transcripts to codec frames (NS2 durations without an external aligner). ``model.kind``:
+"attention" (default, RAD-TTS style; ``align/attention.py``) or "ctc" (smoke_ctc, tiny_ctc).
 
     python launch/train.py --config=configs/aligner.py:tiny --workdir=/tmp/aligner_tiny
     python launch/train.py --config=configs/aligner.py:base --workdir=runs/aligner \
         --config.data.examples_path=data/aligner_examples.npz --config.model.vocab_size=NPHONES
 
-For English corpora ``launch/prepare_data.py`` now defaults to pocketsphinx's pretrained en-us
-model instead (``--aligner=auto``; ``align/sphinx.py``): on ../shared/data this aligner's
-emissions were no better than uniform on speechocean762's accented speech (74-77% one-frame
-consonants), pocketsphinx's 0.6% one-frame phonemes with 95% of its phones equal to ours; on
-the embedded corpus the two are alike (pocketsphinx median 12.5 ms, mean 30 ms, 74% within
-25 ms). ``--aligner=builtin`` keeps this one (other languages, no eval extra installed).
-
-smoke/tiny train on the generated ``synthetic_tones`` corpus (each phoneme a distinct spectral
-pattern, random 2-12-frame durations, noise) and evaluate boundary errors on held-out utterances;
-base/paper train on a real corpus handed over as an .npz (``aligner_task.save_examples``; the
-Python API ``naturalspeech2_jax.align.api.train_aligner`` writes it and trains in one call).
-
-Hardware and Expected results (2 CPU cores, shared with other jobs, unless noted):
-  * smoke (attention, 0.07M params): 120 steps in about 1 minute (mostly compilation); on
-    held-out synthetic utterances median boundary error 0 ms, 100% within 25 ms (was 12.5 ms,
-    98% with the former wide model).
-    smoke_ctc: median 0, mean about 2 ms, >= 99% within 25 ms (3 seeds).
-  * tiny (attention, 3 undilated mel layers, no text context; 0.13M params with 243 tokens):
-    what ``launch/prepare_data.py --durations=aligner`` trains on a corpus (speech buckets),
-    about 3 steps/s. Embedded corpus (``launch/quickstart.py --durations=aligner``: 256 espeak
-    utterances, 0.3 h; scored against the exact timings on 64 of them every 250 steps; median /
-    mean boundary error in ms, share within 25 ms):
-
-        steps                             250           500           1000        2000
-        this model                        12.5/20/0.84  12.5/22/0.81  25/26/0.73  25/29/0.67
-        + 3 text conv blocks              25/39/0.69    25/36/0.70    25/38/0.67  25/42/0.60
-        + 6 mel layers, k5, dil. 1-8      25/44/0.56    38/56/0.40    50/70/0.30  88/102/0.17
-          (the former tiny; the last column over all 256 utterances)
-
-    The wide model drifts: with a query that sees +-36 frames and keys that see +-3 tokens, a
-    shifted alignment explains the frames as well as the true one, and training sharpens it
-    (the first phonemes squeezed, the rest late: signed error -7 frames in the first fifth of
-    an utterance, +11 in the last). It costs NS2 its intelligibility: the quickstart's NS2 on
-    those durations had WER 1.20 against 0.58 on the exact timings (same corpus, codec and
-    budget; speaker similarity 0.68 against 0.66). The Viterbi prior does not matter once the
-    attention is trained (the same boundaries with prior weight 0, 0.5 or 1). 1000 steps: the
-    drift is slow but still there, so tiny stops early. This tiny at 1000 steps over all 256
-    utterances: median 12.5 ms, mean 25 ms, 73% within 25 ms (5 min of training), phonemes
-    median 6 frames (as exact), 8% one frame (exact 1.6%); the quickstart's NS2 on its
-    durations: WER 0.80 (exact timings 0.58, the former aligner 1.20).
-    Real speech (../shared/data: 2339 utterances, 67 non-native speakers + one native, 2.7 h;
-    no exact timings) was tuned with the former model on the card's ``duration_stats`` (median
-    8 frames, 15.5% one-frame phonemes at 2000 steps, 37.6% at 600): a proxy that the espeak
-    measurement above shows can look good while the boundaries drift.
-  * base (0.8M): one GPU, 20-50 h of speech as .npz; paper (3.1M): one GPU, a large corpus
-    (hundreds of hours). On real speech check `eval/confidence` (mean per-token log-prob of the
-    Viterbi path), the dataset card's ``duration_stats`` (median frames per phoneme, share of
-    one-frame phonemes, share of pause frames) and, where a corpus has exact timings, the
-    boundary errors (``api.boundary_errors_ms``).
+smoke/tiny train on the synthetic_tones corpus; base/paper on a real corpus as .npz
+(``align.api.train_aligner``); ``launch/prepare_data.py --aligner=builtin`` trains tiny on a
+corpus (English defaults to pocketsphinx). Hardware: 2 CPU cores (base/paper: one GPU).
+Expected: smoke median boundary error 0 ms; tiny (1000 steps, 5 min) on the embedded espeak
+corpus median 12.5 ms, mean 25 ms, 73% within 25 ms.
+Run history: docs/experiments/aligner.md.
 """
 
 from __future__ import annotations
@@ -67,7 +19,6 @@ from __future__ import annotations
 import ml_collections
 
 from configs.common import base_config, select_preset
-from naturalspeech2_jax.align import aligner_task  # noqa: F401  (registers the "aligner" task)
 
 # Real-speech buckets (frames, tokens): up to 20 s and 256 phonemes; at most 5 jit programs.
 SPEECH_BUCKETS = ((256, 48), (512, 96), (800, 128), (1200, 192), (1600, 256))
@@ -79,13 +30,13 @@ PRESETS = {
     # attn_layers/heads: CTC model only; the attention model's text encoder has text_layers.
     # attention presets: 3 undilated kernel-3 mel layers (a query sees +-3 frames) and no text
     # context (a key is its token's identity): with context on either side the forward-sum
-    # optimum drifts to shifted alignments (the docstring's measurements)
+    # optimum drifts to shifted alignments (measured: docs/experiments/aligner.md)
     "smoke": ("attention", 64, 3, 1, 2, 120, 16, 3e-3, "synthetic_tones"),
     # tiny: what prepare_data trains on a corpus
     "tiny": ("attention", 96, 3, 2, 4, 1000, 16, 2e-3, "synthetic_tones"),
     "base": ("attention", 256, 3, 4, 4, 20000, 32, 1e-3, "npz"),
     "paper": ("attention", 512, 3, 6, 8, 60000, 64, 5e-4, "npz"),
-    # the phoneme-recogniser aligner (see the docstring for why it is no longer the default)
+    # the phoneme-recogniser aligner (why it is no longer the default: docs/experiments/aligner.md)
     "smoke_ctc": ("ctc", 64, 4, 1, 2, 120, 16, 3e-3, "synthetic_tones"),
     "tiny_ctc": ("ctc", 96, 6, 2, 4, 1500, 16, 2e-3, "synthetic_tones"),
 }

@@ -1,70 +1,17 @@
 """Neural audio codec (SoundStream-style RVQ-GAN): 16 kHz, hop 200, 16 quantizers x 1024 codes.
 
     python launch/train.py --config=configs/codec.py:smoke --workdir=/tmp/codec_smoke
-    python launch/train.py --config=configs/codec.py:tiny --workdir=/work/runs/codec_tiny \
+    python launch/train.py --config=configs/codec.py:tiny_spectral --workdir=/work/runs/codec \
         --config.data.dataset_dir=/work/data/shared/1.0.0 --config.data.train_splits=train,cathy \
         --config.data.eval_split=dev
     python launch/train.py --config=configs/codec.py:paper --dry_run
 
-With no ``--config.data.dataset_dir`` the embedded synthetic corpus is generated and prepared on
-first use (smoke: 24 utterances, about 10 s; tiny and larger: 480 utterances). Re-running the same
-command resumes; ``--config.total_steps=N`` extends a finished run. Then:
-``python launch/codec.py resynth --checkpoint RUN in.wav out.wav``,
-``python launch/codec.py encode-dataset --checkpoint RUN DATA/<name>/1.0.0 OUT/1.0.0`` and
-``python launch/evaluate.py codec --checkpoint RUN --data DATA/<name>/1.0.0 --out R.json``.
-
-Hardware and measured cost (2 shared CPU cores, load average 8-10 from other jobs, XLA CPU):
-- smoke: 0.25M params; step 0.3 s after a 75 s compile; tests/test_codec.py trains it 12 steps.
-- tiny: channels 8, 0.81M generator parameters; 27.6 GFLOP per step (XLA cost analysis, both
-  branches of the GAN switch); an 18-minute niced compile (set JAX_COMPILATION_CACHE_DIR so
-  resumes skip it). Measured on ../shared/data (speechocean762 train + cathy, 2.2 h), batch 8 x
-  0.4 s crops = 3.2 audio-s per step (metrics.jsonl ``steps_per_sec``): 1.5-1.7 steps/s before
-  the GAN starts (about 5 audio-s/s), 0.39 steps/s with the discriminators (1.25 audio-s/s),
-  0.16-0.22 when the 2 cores are shared with two other jobs. The 1800 steps are about 45 min of
-  the 2-core machine alone (10 min before the GAN, 35 min after). Dev speakers (50 utterances,
-  ``launch/evaluate.py codec``): PESQ-WB 1.14, STOI 0.69-0.70, mel L1 0.71 at 4, 8 and 16
-  quantizers alike (3.2-12.8 kbps), against Opus at 4.4 / 5.5 / 11.9 kbps: PESQ 1.43 / 2.29 /
-  3.97, STOI 0.67 / 0.90 / 0.97. Rough, and the finer quantizers add nothing:
-  the 8-channel decoder, not the bitrate, is the limit at this budget (dev PESQ 1.10 at step
-  600, 1.12 at 1200, 1.14 at 1800).
-  The same preset with channels 16 measured 11 s per step with the GAN on (57 GFLOP).
-- base: one GPU; paper: the paper's setting (8 GPUs x 200 clips, 440K steps, Adam 2e-4).
-- ``--config.model.kind=spectral``: the frame-rate codec (``models/codec_spectral.py``: STFT ->
-  ConvNeXt at 80 Hz -> RVQ -> ConvNeXt -> iSTFT); ``model.channels`` is then its width and
-  ``model.layers`` its (encoder, decoder) depths. Width 256, depths (4, 8): 6.2M generator
-  parameters (encoder 2.4M, decoder 3.8M), yet 1.65-1.7 steps/s at batch 8 x 1 s crops without
-  the GAN on the 2 cores alone (13 audio-s/s, about 2.6x the waveform tiny's 5 audio-s/s with
-  0.81M parameters). ``launch/benchmark.py --presets tiny_spectral --tasks codec``: 33.2 GFLOP
-  per step (both branches of the GAN switch; 4.2 GFLOP per audio second against 8.6 for the
-  waveform tiny), 0.65 s per step with another job beside it, 28% of the measured float32
-  matmul rate. On the quickstart corpus (embedded espeak speech, 16 held-out utterances
-  resynthesized, ``launch/evaluate.py tts --ground_truth_only --codec_checkpoint``), 600 steps
-  (6 min): moonshine WER 0.48, speaker similarity 0.76-0.78 (ground truth 0.23 / 0.92), against
-  WER 1.00 / similarity 0.47 for the waveform tiny after the quickstart's former 320 steps
-  (also 6 min). The quickstart uses it (``launch/quickstart.py``).
-
-Scale-out (``--compile_only`` on 8 simulated CPU devices, measured; see launch/train.py): smoke,
-batch 8 x 8 frames, float32: 1.82 GFLOP per step (both branches of the GAN switch), 113.1 MB per
-device on data=8 and 110.8 MB on data=2 x fsdp=4 (XLA heap peak 36.8 / 34.6 MB; the replicated EMA
-codebooks, 33.5 MB, dominate at this size), compiled in 85 s / 63 s. The paper preset (batch 1600
-x 1 s, bf16 compute, 44.1M parameters with the discriminators) on data=8: 72.5 GB per device
-(arguments 0.75 GB, temporaries 71.8 GB: activations of 200 one-second clips per device, no
-rematerialisation), 443 TFLOP per step (55.4 per device); compiled in 306 s with LLVM optimisation
-skipped (``--compile_only`` does that on CPU), 6.4 GB resident. Compiled by XLA's TPU compiler
-for 8 TPU v5p chips (``--compile_topology=v5p:2x2x2``, libtpu, no TPU) on data=8: 32.6 GB per
-chip (XLA heap peak 31.9 GB; temporaries 31.8 GB), 408 TFLOP per step (51.0 per chip), compiled
-in 1697 s. So the paper's 8 x 200 clips fit a v5p chip (95 GB) easily and an 80 GB GPU by the CPU
-backend's count only just: use fsdp or a smaller per-device batch on smaller ones. The base and
-paper presets compute in bf16.
-
-Expected: ``generator/mel_loss`` (log-mel L1, mean over the FFT scales) falls from the start of
-training (the smoke test asserts a 15% drop within 12 steps on a fixed batch);
-``eval/{pesq,stoi,mel_distance,si_sdr}_q{4,8,16}`` land in metrics.jsonl every ``eval_every``
-steps, with audio and mel PNGs in RUN/samples/step_K/. Quality numbers of the tiny run on the
-shared data are reported with the run (RUN/eval_dev/codec_vs_opus.md), not guessed here.
-Parameter counts (``--dry_run``): paper 27.4M generator (encoder 13.2M + decoder 14.2M; the
-paper's "about 27M") plus 4.2M EMA codebook entries that are state, not parameters; the
-discriminators (16.7M) are reported apart.
+Presets: smoke (tests), tiny (waveform), tiny_spectral (``model.kind=spectral``: STFT, ConvNeXt at
+80 Hz, iSTFT, no GAN; the quickstart's and NS2's codec), base (1 GPU), paper (8 GPUs; both bf16).
+No ``data.dataset_dir``: the embedded corpus. Then ``launch/codec.py resynth|encode-dataset``.
+Hardware: 2 CPU cores, tiny_spectral ~1.7 steps/s. Expected: after 600 steps (6 min) on the
+embedded corpus its resynthesis has WER 0.48 (ground truth 0.23; the waveform tiny 1.00).
+Run history (throughput, quality against Opus, compiled memory/FLOPs): docs/experiments/codec.md.
 """
 
 from __future__ import annotations
@@ -178,7 +125,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             )
         )
     if p.get("kind") == "spectral":
-        # No GAN to steady: Adam with ordinary betas and a higher rate (measured, docstring).
+        # No GAN to steady: Adam with ordinary betas and a higher rate (docs/experiments/codec.md).
         c.optim.update(lr=1e-3, b1=0.8, b2=0.99)
     c.ema_decay = 0.0 if size == "smoke" else (0.99 if size == "tiny" else 0.999)
     # Accelerator presets: bf16 convolutions, float32 master weights, optimizer state, codebooks,

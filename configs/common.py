@@ -6,9 +6,21 @@ Override anything on the command line: ``--config.total_steps=100 --config.mesh.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import ml_collections
 
-from naturalspeech2_jax.configuration import apply_overrides  # noqa: F401  (re-exported)
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any], sep: str = ".") -> None:
+    """Set dotted keys in place: ``{"mesh.data": 2}`` is ``--config.mesh.data=2`` in code
+    (``sep="__"`` for keys that travel as Python keyword arguments, ``mesh__data=2``)."""
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(sep)
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
 
 
 def base_config() -> ml_collections.ConfigDict:

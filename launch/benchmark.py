@@ -24,17 +24,12 @@ import argparse
 import json
 import logging
 import os
-import pathlib
 import platform
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from naturalspeech2_jax.evaluation import benchmark  # noqa: E402
-from naturalspeech2_jax.evaluation.report import write_json  # noqa: E402
+from naturalspeech2_jax.benchmarks import speed as benchmark
+from naturalspeech2_jax.evaluation.report import write_json
 
 ALL_TASKS = ("codec", "ns2", "aligner", "loop_test")
 
@@ -91,7 +86,7 @@ def run(args: argparse.Namespace) -> dict:
             if task == "ns2" and not config.data.get("dataset_dir"):
                 # speed does not depend on the codec's weights: a random codec and random codes
                 from naturalspeech2_jax.data.embedded import cache_root
-                from naturalspeech2_jax.models import random_codec
+                from naturalspeech2_jax.tasks import random_codec
 
                 config.data.dataset_dir = str(random_codec.random_codes_dataset(cache_root()))
                 config.codec.checkpoint = random_codec.RANDOM_CODEC

@@ -11,19 +11,14 @@ rate (resampled to 16 kHz) and writes int32 codes [frames, n_q] (.npy); ``decode
 audio of frames * 200 samples; ``resynth`` writes 16 kHz audio with the input's duration;
 ``stats`` writes RUN/latent_stats.npz (per-channel mean/std of the latent z); ``encode-dataset``
 writes a sibling prepared dataset with the 16 code ids of every frame (see
-``naturalspeech2_jax/codec_api.py``). Errors are one line on stderr with exit status 2.
+``naturalspeech2_jax/inference/codec.py``). Errors are one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    from naturalspeech2_jax import codec_api
-    from naturalspeech2_jax.models import codec_task
+    from naturalspeech2_jax.inference import codec as codec_api
+    from naturalspeech2_jax.inference import codes_dataset
 
     if args.command == "encode":
         codes = codec_api.encode_file(args.checkpoint, args.input, args.output, args.n_q)
@@ -66,14 +61,14 @@ def run(args: argparse.Namespace) -> None:
         print(f"{args.output}: {len(wav)} samples at 16 kHz")
     elif args.command == "stats":
         codec = codec_api.Codec.from_checkpoint(args.checkpoint)
-        stats = codec_api.compute_latent_stats(
+        stats = codes_dataset.compute_latent_stats(
             codec, args.dataset_dir, args.split, args.max_examples
         )
-        path = codec_task.save_latent_stats(stats, args.checkpoint)
+        path = codec_api.save_latent_stats(stats, args.checkpoint)
         print(f"{path}: {stats['frames']} frames, mean |mu| {abs(stats['mean']).mean():.3f}")
     elif args.command == "encode-dataset":
         splits = [s for s in args.splits.split(",") if s] or None
-        out = codec_api.encode_dataset(
+        out = codes_dataset.encode_dataset(
             args.checkpoint,
             args.dataset_dir,
             args.output,

@@ -14,46 +14,27 @@ phoneme durations are read off the source; without it they are predicted and res
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from naturalspeech2_jax import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="NS2 run (--workdir of its training)")
-    p.add_argument("--source", required=True, help="the speech to convert")
-    p.add_argument("--text", required=True, help="the source's transcript")
-    p.add_argument("--prompt", required=True, help="a recording of the target voice (>= 1 s)")
-    p.add_argument("--out", required=True, help="output wav")
-    p.add_argument("--sampler", default="dpm++2m")
-    p.add_argument("--steps", type=int, default=25)
+    p = cli.voice_parser(
+        __doc__, {"--source": "the speech to convert", "--text": "the source's transcript"}, 25
+    )
     p.add_argument("--keep_pitch", action="store_true", help="keep the source's F0 register")
     p.add_argument(
         "--aligner",
         help="'pocketsphinx' or a built-in aligner dir: source durations by forced alignment",
     )
     args = p.parse_args(argv)
-    try:
-        from launch.synthesize import write_outputs
-        from naturalspeech2_jax.inference import Synthesizer
-        from naturalspeech2_jax.inference.voice_conversion import convert
+    from naturalspeech2_jax.inference.voice_conversion import convert  # JAX: after --help
 
-        synth = Synthesizer.from_checkpoint(args.checkpoint)
-        result = convert(
-            synth, args.source, args.prompt, text=args.text, sampler=args.sampler,
-            steps=args.steps, keep_pitch=args.keep_pitch, aligner=args.aligner,
-        )  # fmt: skip
-        write_outputs(args.out, result, args.text)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.out}: {len(result.wav) / result.sample_rate:.2f} s converted")
-    return 0
+    return cli.synthesize_to_file(
+        args, convert, args.source, args.text, "converted",
+        text=args.text, keep_pitch=args.keep_pitch, aligner=args.aligner,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

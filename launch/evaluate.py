@@ -44,12 +44,10 @@ import time
 # Evaluation runs on CPU; JAX (imported by model loaders) must not grab an accelerator by accident.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from naturalspeech2_jax.evaluation import codec_metrics, corpus, report, tts_eval  # noqa: E402
-from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable  # noqa: E402
+from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.evaluation import codec_metrics, corpus, report, tts_eval
+from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable
 
 
 def _floats(text: str) -> list[float]:
@@ -244,7 +242,7 @@ def run_codec(args: argparse.Namespace) -> int:
         "checkpoint": args.checkpoint,
         "files": files,
         "opus_backend": args.opus_backend,
-        "timing": {"wall_s": wall, "audio_s": sum(len(w) for w in wavs) / 16000},
+        "timing": {"wall_s": wall, "audio_s": sum(len(w) for w in wavs) / SAMPLE_RATE},
     }
     report.write_json(result, json_path)
     table = codec_metrics.codec_table_markdown(rows)

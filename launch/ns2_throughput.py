@@ -4,7 +4,7 @@
 
 Builds (once, under WORKDIR, default /tmp/ns2_throughput) a codes dataset from the embedded smoke
 dataset with random codes for a 16 x 1024 x 256 codec, names the codec checkpoint "random"
-(``naturalspeech2_jax.models.random_codec``: speed does not depend on the codec's weights) and
+(``naturalspeech2_jax.tasks.random_codec``: speed does not depend on the codec's weights) and
 trains ``configs/diffusion.py:PRESET`` for STEPS steps through the generic loop, printing the
 logged metrics (``steps_per_sec`` every 5 steps; the first window holds compilation).
 Latent frames/s = steps_per_sec x batch_size x bucket frames (``model/target_frames`` and
@@ -14,14 +14,9 @@ Latent frames/s = steps_per_sec x batch_size x bucket frames (``model/target_fra
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 import time
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 KEYS = ("step", "steps_per_sec", "model/loss", "model/data", "model/ce_rvq", "model/duration_l1",
         "model/pitch_l1", "model/target_frames", "model/prompt_frames")  # fmt: skip
@@ -29,7 +24,7 @@ KEYS = ("step", "steps_per_sec", "model/loss", "model/data", "model/ce_rvq", "mo
 
 def main(preset: str, steps: int, base: pathlib.Path) -> None:
     import configs.diffusion as diffusion
-    from naturalspeech2_jax.models import random_codec
+    from naturalspeech2_jax.tasks import random_codec
     from naturalspeech2_jax.train import loop
     from naturalspeech2_jax.train.metrics import read_metrics
 

@@ -18,13 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from naturalspeech2_jax import cli
 
 _CORPUS = flags.DEFINE_list("corpus", [], "Corpus folder(s), comma-separated.")
 _EMBEDDED = flags.DEFINE_bool("embedded", False, "Generate and prepare the embedded corpus.")
@@ -36,13 +33,7 @@ _LAYOUT = flags.DEFINE_enum(
     ["kaldi", "libritts", "librispeech", "vctk", "mls", "ljspeech", "folder"],
     "Corpus layout (default: detected).",
 )
-_DURATIONS = flags.DEFINE_enum("durations", "auto", ["auto", "aligner", "exact"], "Source.")
-_ALIGNER = flags.DEFINE_enum(
-    "aligner", "auto", ["auto", "pocketsphinx", "builtin"],
-    "Where no exact timings or TextGrids exist: pocketsphinx (pretrained en-us acoustic model; "
-    "needs the eval extra), builtin (trained on the corpus itself) or auto (pocketsphinx when "
-    "installed).",
-)  # fmt: skip
+_DURATIONS, _ALIGNER = cli.define_alignment_flags()
 _ALIGNER_PRESET = flags.DEFINE_string("aligner_preset", "tiny", "configs/aligner.py preset.")
 _ALIGNER_STEPS = flags.DEFINE_integer(
     "aligner_steps", 0, "Aligner training steps (0: the preset's total_steps)."

@@ -8,7 +8,7 @@ utterance of its speaker, so only the diffusion is measured. For each guidance s
 DPM-Solver++(2M) step: the relative latent MSE of the denoiser's x0 against the utterance's own
 latent and (with --asr) the WER of that x0 through the codec; the last row is the sample. Writes
 the JSON (per-utterance transcripts included) and a Markdown table beside it
-(naturalspeech2_jax/evaluation/diffusion_probe.py).
+(naturalspeech2_jax/benchmarks/diffusion_probe.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ import pathlib
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
+        from naturalspeech2_jax.benchmarks import diffusion_probe
         from naturalspeech2_jax.data.pipeline import open_split
-        from naturalspeech2_jax.evaluation import diffusion_probe
         from naturalspeech2_jax.inference import Synthesizer
 
         guidance = [float(v) for v in args.guidance.split(",") if v.strip()]

@@ -35,32 +35,19 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from absl import app, flags
+from etils import epath
 
-from absl import app, flags  # noqa: E402
-from etils import epath  # noqa: E402
+from naturalspeech2_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage writes its outputs.")
 _PRESET = flags.DEFINE_enum("preset", "tiny", ["smoke", "tiny"], "Size of every stage.")
 _CORPUS = flags.DEFINE_string("corpus", None, "A corpus on disk instead of the embedded one.")
 _LAYOUT = flags.DEFINE_string("layout", None, "Corpus layout when it cannot be detected.")
-_DURATIONS = flags.DEFINE_enum(
-    "durations", "auto", ["auto", "aligner", "exact"],
-    "Phoneme durations: auto (the embedded corpus's exact timings; a real corpus's TextGrids, "
-    "else the built-in aligner), aligner (the built-in aligner even where exact timings exist: "
-    "the data stage then scores it against them) or exact.",
-)  # fmt: skip
-_ALIGNER = flags.DEFINE_enum(
-    "aligner", "auto", ["auto", "pocketsphinx", "builtin"],
-    "Which aligner --durations=aligner (or a corpus without timings) uses; see "
-    "launch/prepare_data.py --help.",
-)  # fmt: skip
+_DURATIONS, _ALIGNER = cli.define_alignment_flags()
 
 log = logging.getLogger("quickstart")
 
@@ -159,32 +146,38 @@ def stage_data(workdir: epath.Path, opts: Options) -> dict:
 
 def _splits(dataset_dir: str) -> tuple[str, str]:
     """(comma-separated training splits, held-out split) of a prepared dataset."""
-    from naturalspeech2_jax.codec_api import _dataset_info
+    from naturalspeech2_jax.inference.codes_dataset import dataset_info
 
-    _, splits = _dataset_info(dataset_dir)
+    _, splits = dataset_info(dataset_dir)
     held = [s for s in splits if s in ("heldout", "dev", "test", "validation")]
     train = [s for s in splits if s not in held] or splits
     return ",".join(train), (held[0] if held else train[0])
 
 
-def stage_codec(workdir: epath.Path, opts: Options) -> dict:
+def _train(workdir: epath.Path, opts: Options, stage: str, configs: str, data_stage: str) -> dict:
+    """Train ``QUICKSTART[preset][stage]`` (a configs/<configs>.py preset with overrides) into
+    ``W/<stage>`` on the dataset that stage ``data_stage`` wrote."""
     from naturalspeech2_jax.train import loop
 
-    dataset_dir = _done(workdir, "data")["dataset_dir"]
+    dataset_dir = _done(workdir, data_stage)["dataset_dir"]
     train_splits, heldout = _splits(dataset_dir)
-    name, overrides = QUICKSTART[opts.preset]["codec"]
-    config = _config("codec", name, {
+    name, overrides = QUICKSTART[opts.preset][stage]
+    config = _config(configs, name, {
         **overrides, "data.dataset_dir": dataset_dir, "data.train_splits": train_splits,
         "data.eval_split": heldout, "num_devices": 1, "mesh.data": 1,
     })  # fmt: skip
-    loop.train(config, workdir / "codec")
-    return {"checkpoint": str(workdir / "codec"), "steps": int(config.total_steps)}
+    loop.train(config, workdir / stage)
+    return {"checkpoint": str(workdir / stage), "steps": int(config.total_steps)}
+
+
+def stage_codec(workdir: epath.Path, opts: Options) -> dict:
+    return _train(workdir, opts, "codec", "codec", data_stage="data")
 
 
 def stage_codes(workdir: epath.Path, opts: Options) -> dict:
-    from naturalspeech2_jax.codec_api import encode_dataset
     from naturalspeech2_jax.data import embedded
     from naturalspeech2_jax.data.tfds_builder import VERSION
+    from naturalspeech2_jax.inference.codes_dataset import encode_dataset
 
     dataset_dir = _done(workdir, "data")["dataset_dir"]
     out = workdir / "codes" / "quickstart_codes" / VERSION
@@ -200,17 +193,7 @@ def stage_codes(workdir: epath.Path, opts: Options) -> dict:
 
 
 def stage_ns2(workdir: epath.Path, opts: Options) -> dict:
-    from naturalspeech2_jax.train import loop
-
-    dataset_dir = _done(workdir, "codes")["dataset_dir"]
-    train_splits, heldout = _splits(dataset_dir)
-    name, overrides = QUICKSTART[opts.preset]["ns2"]
-    config = _config("diffusion", name, {
-        **overrides, "data.dataset_dir": dataset_dir, "data.train_splits": train_splits,
-        "data.eval_split": heldout, "num_devices": 1, "mesh.data": 1,
-    })  # fmt: skip
-    loop.train(config, workdir / "ns2")
-    return {"checkpoint": str(workdir / "ns2"), "steps": int(config.total_steps)}
+    return _train(workdir, opts, "ns2", "diffusion", data_stage="codes")
 
 
 def stage_samples(workdir: epath.Path, opts: Options) -> dict:
@@ -256,7 +239,7 @@ def stage_eval(workdir: epath.Path, opts: Options) -> dict:
     pairs = corpus.read_pair_list(_done(workdir, "samples")["pairs"])
     config = tts_eval.EvaluatorConfig(asr=list(q["asr"]), speaker=q["speaker"], dnsmos=False)
     # The codec's resynthesis of the ground truth is the ceiling any NS2 of this codec can reach.
-    from naturalspeech2_jax.codec_api import Codec
+    from naturalspeech2_jax.inference.codec import Codec
 
     codec = tts_eval.as_codec_resynthesis(Codec.from_checkpoint(workdir / "codec"))
     result = evaluate_written_samples(pairs, workdir / "samples", config, tts_eval, codec)
@@ -342,7 +325,7 @@ def main(argv: list[str]) -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)
     opts = Options(
         preset=_PRESET.value, corpus=_CORPUS.value, layout=_LAYOUT.value,
-        durations=_DURATIONS.value,
+        durations=_DURATIONS.value, aligner=_ALIGNER.value,
     )  # fmt: skip
     missing = missing_eval_modules(workdir, opts)
     if missing:

@@ -11,43 +11,27 @@ predictors; the output lasts exactly the score. A PNG (mel, pitch, phonemes) is 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from naturalspeech2_jax import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="NS2 run (--workdir of its training)")
-    p.add_argument("--score", required=True, help=".json, .mid or .musicxml")
-    p.add_argument("--prompt", required=True, help="a recording of the target voice (>= 1 s)")
-    p.add_argument("--out", required=True, help="output wav")
-    p.add_argument("--sampler", default="dpm++2m")
-    p.add_argument("--steps", type=int, default=50, help="more than speech: held vowels")
+    p = cli.voice_parser(
+        __doc__, {"--score": ".json, .mid or .musicxml"}, 50, "more than speech: held vowels"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pitch_shift", type=float, default=0.0, help="transpose by semitones")
     p.add_argument("--vibrato_cents", type=float, default=30.0)
     args = p.parse_args(argv)
-    try:
-        from launch.synthesize import write_outputs
-        from naturalspeech2_jax.inference import Synthesizer
-        from naturalspeech2_jax.inference.singing import sing
+    from naturalspeech2_jax.inference.singing import sing  # JAX: after --help
 
-        synth = Synthesizer.from_checkpoint(args.checkpoint)
-        result = sing(
-            synth, args.score, args.prompt, sampler=args.sampler, steps=args.steps,
-            seed=args.seed, pitch_shift=args.pitch_shift, vibrato_cents=args.vibrato_cents,
-        )  # fmt: skip
-        write_outputs(args.out, result, os.path.basename(args.score))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.out}: {len(result.wav) / result.sample_rate:.2f} s sung")
-    return 0
+    title = os.path.basename(args.score)
+    return cli.synthesize_to_file(
+        args, sing, args.score, title, "sung",
+        seed=args.seed, pitch_shift=args.pitch_shift, vibrato_cents=args.vibrato_cents,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ import os
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from naturalspeech2_jax import cli
 
 RTF_TEXT = (
     "The quick brown fox jumps over the lazy dog. A second sentence makes the batch a little "
@@ -53,21 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_plot", action="store_true", help="skip the PNG")
     p.add_argument("--rtf", default="", help="measure RTF: comma list of sampler:steps")
     return p
-
-
-def write_outputs(path: str, result, title: str, plot: bool = True) -> None:
-    """wav + alignment json (+ PNG) for one result."""
-    from naturalspeech2_jax.codec_api import save_audio
-    from naturalspeech2_jax.inference.plots import plot_synthesis
-
-    save_audio(path, result.wav)
-    stem = os.path.splitext(path)[0]
-    alignment = [{"phoneme": p, "start": s, "end": e} for p, s, e in result.alignment]
-    # Not <stem>.json: a score or text file beside the output may have that name.
-    with open(stem + ".alignment.json", "w", encoding="utf-8") as f:
-        json.dump({"text": title, "alignment": alignment}, f, ensure_ascii=False, indent=1)
-    if plot:
-        plot_synthesis(stem + ".png", result, title)
 
 
 def measure_rtf(synth, prompt: str, specs: str, text: str = RTF_TEXT) -> list[dict]:
@@ -119,13 +102,14 @@ def run(args: argparse.Namespace) -> None:
         os.makedirs(args.out, exist_ok=True)
         results = synth.synthesize_batch(lines, args.prompt, progress=True, **kw)
         for i, (line, result) in enumerate(zip(lines, results, strict=True)):
-            write_outputs(os.path.join(args.out, f"{i:04d}.wav"), result, line, not args.no_plot)
+            path = os.path.join(args.out, f"{i:04d}.wav")
+            cli.write_outputs(path, result, line, not args.no_plot)
         print(f"{args.out}: {len(results)} utterances")
         return
     if args.text is None:
         raise ValueError('pass --text "..." or --text_file F.')
     result = synth.synthesize(args.text, args.prompt, **kw)
-    write_outputs(args.out, result, args.text, not args.no_plot)
+    cli.write_outputs(args.out, result, args.text, not args.no_plot)
     print(f"{args.out}: {len(result.wav) / result.sample_rate:.2f} s, "
           f"{len(result.phonemes)} phonemes")  # fmt: skip
 
@@ -133,13 +117,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        run(args)
-    except (FileNotFoundError, ValueError) as e:
-        # Checkpoint, text and prompt errors carry one sentence naming the file and the fix.
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.one_line_errors(lambda: run(args))
 
 
 if __name__ == "__main__":

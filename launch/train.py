@@ -35,15 +35,11 @@ import logging
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)  # so config files can `from configs.common import ...`
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file[:preset].", lock_config=False
+    "config", None, "Config file[:preset], locked after --config.* overrides.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory for checkpoints, metrics, samples.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print parameter counts per module and exit.")

@@ -1,4 +1,13 @@
-"""Test set-up: 8 simulated CPU devices before JAX starts, and the ../shared/data location."""
+"""Test set-up: 8 simulated CPU devices before JAX starts, the markers' skips, shared fixtures.
+
+Layout: ``tests/unit/<subpackage>/`` mirrors ``naturalspeech2_jax/<subpackage>/`` (plus
+``unit/test_parallel.py`` and ``unit/test_configs.py``); ``tests/integration/`` holds what runs
+the launch scripts or several stages end to end (quickstart, multi-process, notebooks, CLIs).
+Markers (pyproject.toml): ``slow``, ``shared_data``, ``multiprocess``, ``accelerator``, e.g.
+``python -m pytest -m "not slow"``. Accelerator tests run only where JAX's default backend is a
+GPU or TPU: ``JAX_PLATFORMS=cuda python -m pytest -m accelerator`` (JAX_PLATFORMS defaults to
+cpu here, so the rest of the suite sees 8 CPU devices).
+"""
 
 import os
 import pathlib
@@ -11,35 +20,40 @@ if "xla_force_host_platform_device_count" not in _flags:
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.helpers import (  # noqa: E402, F401  (REPO and load_config: used by test modules)
+    CODEC_TRAIN_STEPS,
+    REPO,
+    SHARED_DATA,
+    codec_train_cli,
+    fake_codes_dataset,
+    load_config,
+    tone_example,
+)
+
 jax.config.update("jax_num_cpu_devices", 8)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(os.environ.get("NS2_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+def _shared_data_present() -> bool:
+    return (SHARED_DATA / "README.md").exists()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``accelerator`` tests on a CPU backend and ``shared_data`` tests without the data."""
+    on_cpu = jax.default_backend() == "cpu"
+    have_data = _shared_data_present()
+    for item in items:
+        if on_cpu and item.get_closest_marker("accelerator"):
+            item.add_marker(pytest.mark.skip(reason="needs a GPU or TPU (JAX backend is cpu)"))
+        if not have_data and item.get_closest_marker("shared_data"):
+            item.add_marker(pytest.mark.skip(reason=f"{SHARED_DATA} is absent"))
 
 
 @pytest.fixture
 def shared_data() -> pathlib.Path:
     """Path to ../shared/data; skips the test when it is absent (a fresh clone has none)."""
-    if not (SHARED_DATA / "README.md").exists():
+    if not _shared_data_present():
         pytest.skip(f"{SHARED_DATA} is absent")
     return SHARED_DATA
-
-
-import sys  # noqa: E402
-
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # config modules import `configs.common`
-
-
-def load_config(name: str, preset: str = "smoke", **overrides):
-    """``configs/<name>.py:<preset>`` as a ConfigDict with dotted-key overrides applied."""
-    import importlib
-
-    from configs.common import apply_overrides
-
-    config = importlib.import_module(f"configs.{name}").get_config(preset)
-    apply_overrides(config, overrides)
-    return config
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +62,7 @@ def smoke_pipeline(tmp_path_factory) -> pathlib.Path:
     eval} with a smoke codec and a smoke NS2 checkpoint (a few steps; noise comes out). Its XLA
     cache is W/xla_cache (the notebooks' test reuses it)."""
     import subprocess
+    import sys
 
     workdir = tmp_path_factory.mktemp("quickstart_smoke")
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", NS2_DATA_DIR=str(workdir / "cache"))
@@ -58,3 +73,83 @@ def smoke_pipeline(tmp_path_factory) -> pathlib.Path:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return workdir
+
+
+# ------------------------------------------------------------------------------ codec
+@pytest.fixture(scope="session")
+def codec_dataset(tmp_path_factory) -> str:
+    """A prepared dataset of harmonic tones for the smoke codec.
+
+    Train examples are exactly one crop long and fill one batch: every batch is the same
+    (shuffled) set of crops, so the loss curve measures fitting a fixed batch. Two training
+    splits (like the shared data's train + cathy) and held-out speakers.
+    """
+    from naturalspeech2_jax.data.tfds_builder import write_dataset
+
+    root = tmp_path_factory.mktemp("codec_data")
+    crop = load_config("codec").data.crop_frames
+    out = write_dataset(
+        root,
+        "codec_unit",
+        {
+            "train": lambda: (tone_example(crop, i) for i in range(5)),
+            "cathy": lambda: (tone_example(crop, i) for i in range(5, 8)),
+            "heldout": lambda: (tone_example(30 + 5 * i, 100 + i) for i in range(2)),
+        },
+    )
+    (out / "vocab.json").write_text('{"version": "unit"}')
+    (out / "speakers.json").write_text('["spk"]')
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def codec_xla_cache(tmp_path_factory) -> pathlib.Path:
+    """A persistent XLA cache shared by the codec's launch/train.py runs.
+
+    The trained codec's run and the no-data-argument run compile the same smoke step,
+    evaluation and initialisation (same shapes, one device): the second run reads them from the
+    cache instead of compiling again (most of the codec tests' time on 2 CPU cores is XLA).
+    """
+    return tmp_path_factory.mktemp("xla_cache")
+
+
+@pytest.fixture(scope="session")
+def trained_codec(codec_dataset, codec_xla_cache, tmp_path_factory) -> pathlib.Path:
+    """The workdir of ``configs/codec.py:smoke`` trained CODEC_TRAIN_STEPS steps on
+    ``codec_dataset`` by ``launch/train.py`` (evaluated and checkpointed at the last step)."""
+    workdir = tmp_path_factory.mktemp("codec_run") / "run"
+    codec_train_cli(
+        workdir,
+        codec_xla_cache,
+        f"--config.data.dataset_dir={codec_dataset}",
+        "--config.data.train_splits=train,cathy",
+        f"--config.total_steps={CODEC_TRAIN_STEPS}",
+        f"--config.eval_every={CODEC_TRAIN_STEPS}",
+        f"--config.checkpoint_every={CODEC_TRAIN_STEPS}",
+        "--config.async_checkpoints=False",
+    )
+    return workdir
+
+
+# ------------------------------------------------------------------------------ NS2
+@pytest.fixture(scope="session")
+def ns2_codes_dataset(tmp_path_factory) -> str:
+    """``tests.helpers.fake_codes_dataset``: a small codes dataset for a fake codec."""
+    return fake_codes_dataset(tmp_path_factory.mktemp("ns2_codes"))
+
+
+# ------------------------------------------------------------------------------ inference
+@pytest.fixture(scope="session")
+def synth(smoke_pipeline):
+    """The Synthesizer of the quickstart's smoke NS2 run (``smoke_pipeline``)."""
+    from naturalspeech2_jax.inference import Synthesizer
+
+    return Synthesizer.from_checkpoint(smoke_pipeline / "ns2")
+
+
+@pytest.fixture(scope="session")
+def prompt(smoke_pipeline) -> str:
+    """A prompt wav (another utterance of a held-out speaker) from the quickstart's samples."""
+    prompts = sorted((smoke_pipeline / "samples").glob("*_prompt.wav"))
+    assert prompts, "the quickstart's samples stage wrote no prompt"
+    return str(prompts[0])

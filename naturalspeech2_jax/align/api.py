@@ -2,7 +2,7 @@
 
     from naturalspeech2_jax.align import api
     examples = [{"mel": api.log_mel(wav, n_frames=len(wav) // 200), "phonemes": ids}, ...]
-    api.train_aligner(examples, "runs/aligner", preset="tiny")
+    tasks.aligner.train_aligner(examples, "runs/aligner", preset="tiny")
     aligner = api.Aligner.from_checkpoint("runs/aligner")
     durations = aligner.align(mel, ids)          # int32 [N], sum == len(mel)
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,9 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from naturalspeech2_jax.align import aligner_task, ctc
+from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.align import ctc
+from naturalspeech2_jax.align.models import build_aligner, model_kind
 from naturalspeech2_jax.align.viterbi import (  # noqa: F401  (re-exported for callers)
     Alignment,
     AlignmentError,
@@ -33,34 +34,26 @@ from naturalspeech2_jax.align.viterbi import (  # noqa: F401  (re-exported for c
     boundary_errors_ms,
     viterbi_align,
 )
-from naturalspeech2_jax.configuration import apply_overrides
+from naturalspeech2_jax.audio.features import ALIGNER_MEL, log_mel_spectrogram
+from naturalspeech2_jax.train.restore import latest_step, restore_params
 
-SAMPLE_RATE = 16_000
-HOP = 200
-N_MELS = 80
 FRAME_BUCKET = 128  # inference pads T up to a multiple of this (bounded number of programs)
 TOKEN_BUCKET = 64  # ... and N (attention model) up to a multiple of this
 BATCH = 8  # inference batch (padded with empty rows)
 
 
 def log_mel(wav: np.ndarray, *, n_frames: int | None = None, sample_rate: int = SAMPLE_RATE):
-    """The aligner's features: log-mel [T, 80] at hop 200 (16 kHz), 1024-point FFT, 0-8 kHz.
+    """The aligner's features: log-mel [T, 80] at hop 200 (16 kHz), 1024-point FFT, 0-8 kHz
+    (``audio.features.ALIGNER_MEL``: librosa's ``melspectrogram`` framing, 1 + len // 200 frames).
 
     Frame t is centred on sample 200*t. ``n_frames`` (the codec's frame count for this audio)
     crops or edge-pads the result so durations will sum to exactly that many frames.
     """
-    import librosa
-
     if sample_rate != SAMPLE_RATE:
         raise ValueError(
             f"log_mel expects {SAMPLE_RATE} Hz audio; resample first (got {sample_rate})."
         )
-    wav = np.asarray(wav, np.float32)
-    mel = librosa.feature.melspectrogram(
-        y=wav, sr=SAMPLE_RATE, n_fft=1024, hop_length=HOP, win_length=800, n_mels=N_MELS,
-        fmin=0.0, fmax=8000.0, power=1.0,
-    )  # fmt: skip
-    out = np.log(np.maximum(mel, 1e-5)).T.astype(np.float32)
+    out = log_mel_spectrogram(np.asarray(wav, np.float32), ALIGNER_MEL)
     if n_frames is not None:
         out = out[:n_frames]
         if len(out) < n_frames:
@@ -96,7 +89,7 @@ class Aligner:
     def __init__(self, model: nnx.Module, config: Any):
         self.config = config
         self.vocab_size = int(config.model.vocab_size)
-        self.kind = aligner_task.model_kind(config)
+        self.kind = model_kind(config)
         self.optional_ids = tuple(int(i) for i in config.data.get("optional_ids", ()) or ())
         self.prior = ctc.EmissionPrior.from_config(config.get("loss", {}))
         self._graphdef, self._state = nnx.split(model)
@@ -104,8 +97,6 @@ class Aligner:
     @classmethod
     def from_checkpoint(cls, workdir: str) -> Aligner:
         """Load the EMA (else raw) weights of the latest checkpoint in an aligner workdir."""
-        from naturalspeech2_jax.train import loop
-
         path = epath.Path(workdir) / "config.json"
         if not path.exists():
             raise FileNotFoundError(
@@ -115,13 +106,10 @@ class Aligner:
         config = ml_collections.ConfigDict(json.loads(path.read_text()))
         if config.task != "aligner":
             raise ValueError(f"{workdir} holds a {config.task!r} run, not an aligner.")
-        trainer = loop.Trainer(config, workdir, task=aligner_task.AlignerTask(config))
-        if trainer.checkpointer.latest_step() is None:
+        if latest_step(workdir) is None:
             raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint; train first.")
-        state = trainer.restore_or_init(None)
-        model = trainer.eval_model(state)
-        trainer.checkpointer.close()
-        return cls(model, config)
+        model = nnx.eval_shape(lambda: build_aligner(config, nnx.Rngs(0)))
+        return cls(restore_params(workdir, model)[0], config)
 
     def log_probs(self, mels: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Blank-free phoneme log-probs [T_i, V] for each mel [T_i, n_mels] (CTC model only)."""
@@ -247,58 +235,3 @@ class Aligner:
 def _bucket(n: int, step: int) -> int:
     """``n`` rounded up to a multiple of ``step`` (at least ``step``)."""
     return max(step, -(-n // step) * step)
-
-
-def _config_module():
-    """``configs/aligner.py``; the configs/ folder sits beside the package, outside the wheel."""
-    try:
-        from configs import aligner
-    except ModuleNotFoundError:
-        repo = str(epath.Path(__file__).resolve().parents[2])
-        if not (epath.Path(repo) / "configs" / "aligner.py").exists():
-            raise ModuleNotFoundError(
-                "configs/aligner.py is not importable; run from the repository root or add it "
-                "to PYTHONPATH."
-            ) from None
-        sys.path.insert(0, repo)
-        from configs import aligner
-    return aligner
-
-
-def train_aligner(
-    examples: Sequence[dict[str, np.ndarray]],
-    workdir: str,
-    preset: str = "tiny",
-    **overrides: Any,
-) -> str:
-    """Train (or resume) an aligner on ``examples`` through the generic loop; returns the
-    checkpoint directory. The examples are stored as ``<workdir>/aligner_examples.npz`` and the
-    config points at them, so ``launch/train.py`` can resume the same run. ``overrides`` are
-    dotted config keys with ``__`` for dots, e.g. ``total_steps=500, model__vocab_size=90``.
-    """
-    from naturalspeech2_jax.train import loop
-
-    aligner_config = _config_module()
-
-    config = aligner_config.get_config(preset)
-    wd = epath.Path(workdir)
-    wd.mkdir(parents=True, exist_ok=True)
-    path = wd / "aligner_examples.npz"
-    aligner_task.save_examples(str(path), examples)
-    config.data.kind = "npz"
-    config.data.examples_path = str(path)
-    # Real utterances: speech-sized buckets (the presets' synthetic buckets stop at 4 s, which
-    # would skip most of a read-speech corpus), and checkpoints often enough that a killed
-    # preparation resumes its aligner instead of starting over.
-    config.data.buckets = aligner_config.SPEECH_BUCKETS
-    config.checkpoint_every = min(int(config.checkpoint_every), 250)
-    config.eval_every = min(int(config.eval_every), int(config.total_steps))
-    top = max(int(np.max(e["phonemes"])) for e in examples if len(e["phonemes"]))
-    config.model.vocab_size = max(int(config.model.vocab_size), top + 1)
-    apply_overrides(config, overrides, sep="__")
-    if "total_steps" in overrides and "loss__flat_start_steps" not in overrides:
-        # the flat start hands over to forward-sum halfway, whatever the length of the run
-        config.loss.flat_start_steps = max(int(config.total_steps) // 2, 60)
-        config.eval_every = min(int(config.eval_every), int(config.total_steps))
-    loop.train(config, str(wd), task=aligner_task.AlignerTask(config))
-    return str(wd / "checkpoints")

@@ -41,34 +41,26 @@ import jax.numpy as jnp
 from flax import nnx
 
 from naturalspeech2_jax.align import ctc
+from naturalspeech2_jax.models.transformer import dense
 
 
-class AttentionAligner(nnx.Module):
+class AttentionAligner(ctc.MelEncoder):
     """(log-mel [B, T, n_mels], frame mask [B, T], tokens [B, N], token mask [B, N]) ->
-    log-attention [B, T, N] (and CTC log-probs [B, T, V + 1] when built with a CTC head)."""
+    log-attention [B, T, N] (and CTC log-probs [B, T, V + 1] when built with a CTC head).
 
-    def __init__(
-        self,
-        *,
-        n_mels: int,
-        vocab_size: int,
-        dim: int,
-        conv_layers: int,
-        text_layers: int,
-        kernel: int,
-        dropout: float,
-        dilation_cycle: int = 4,
-        ctc_head: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        self.vocab_size = vocab_size
+    ``mel_args``: those of ``ctc.MelEncoder``, the mel (query) side: the CTC model's conv stack;
+    a short dilation cycle keeps the receptive field (and so the blur of each query over
+    neighbouring phonemes) small.
+    """
+
+    def __init__(self, *, text_layers: int, ctc_head: bool = False, **mel_args):
+        super().__init__(**mel_args)
+        vocab_size, dim, dropout, rngs = (
+            mel_args[k] for k in ("vocab_size", "dim", "dropout", "rngs")
+        )
         self.dim = dim
-        # mel (query) side: the CTC model's conv stack; a short dilation cycle keeps the
-        # receptive field (and so the blur of each query over neighbouring phonemes) small
-        self.inp = ctc._dense(n_mels, dim, (None, "embed"), rngs)
-        self.convs = ctc.conv_stack(dim, kernel, conv_layers, dilation_cycle, dropout, rngs)
-        self.mel_norm = ctc._layer_norm(dim, rngs)
-        self.query = ctc._dense(dim, dim, ("embed", "embed_out"), rngs)
+        self.mel_norm = ctc.layer_norm(dim, rngs)
+        self.query = dense(dim, dim, ("embed", "embed_out"), rngs)
         # text (key) side: kernel 3, no dilation: a token's context is its near neighbours
         self.embed = nnx.Embed(
             vocab_size,
@@ -77,9 +69,9 @@ class AttentionAligner(nnx.Module):
             rngs=rngs,
         )
         self.text_convs = ctc.conv_stack(dim, 3, text_layers, 1, dropout, rngs)
-        self.text_norm = ctc._layer_norm(dim, rngs)
-        self.key = ctc._dense(dim, dim, ("embed", "embed_out"), rngs)
-        self.ctc = ctc._dense(dim, vocab_size + 1, ("embed", "vocab"), rngs) if ctc_head else None
+        self.text_norm = ctc.layer_norm(dim, rngs)
+        self.key = dense(dim, dim, ("embed", "embed_out"), rngs)
+        self.ctc = dense(dim, vocab_size + 1, ("embed", "vocab"), rngs) if ctc_head else None
 
     def __call__(
         self,
@@ -90,9 +82,8 @@ class AttentionAligner(nnx.Module):
         *,
         rngs: nnx.Rngs | None = None,
     ) -> tuple[jax.Array, jax.Array | None]:
-        fmask = frame_mask[..., None].astype(mel.dtype)
-        h = self.inp(ctc.normalise_mel(mel, fmask)) * fmask
-        h = self.mel_norm(ctc.run_blocks(self.convs, h, fmask, rngs))
+        h, _ = self.encode_mel(mel, frame_mask, rngs)
+        h = self.mel_norm(h)
         q = self.query(h).astype(jnp.float32)
         tmask = phoneme_mask[..., None].astype(mel.dtype)
         g = ctc.run_blocks(self.text_convs, self.embed(phonemes) * tmask, tmask, rngs)

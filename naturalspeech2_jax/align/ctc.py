@@ -34,27 +34,23 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from naturalspeech2_jax.models import transformer
+from naturalspeech2_jax.models.transformer import dense
 
-def _dense(din: int, dout: int, axes: tuple, rngs: nnx.Rngs) -> nnx.Linear:
-    init = nnx.with_partitioning(nnx.initializers.lecun_normal(), axes)
-    bias = nnx.with_partitioning(nnx.initializers.zeros_init(), (axes[1],))
-    return nnx.Linear(din, dout, kernel_init=init, bias_init=bias, rngs=rngs)
+# The aligners' LayerNorms keep flax's default epsilon, which trained aligner checkpoints have.
+LAYER_NORM_EPSILON = 1e-6
 
 
-def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(
-        dim,
-        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
-        rngs=rngs,
-    )
+def layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """The aligners' LayerNorm: ``models.transformer.layer_norm`` with ``LAYER_NORM_EPSILON``."""
+    return transformer.layer_norm(dim, rngs, epsilon=LAYER_NORM_EPSILON)
 
 
 class ConvBlock(nnx.Module):
     """x + Dropout(Conv(GELU(LayerNorm(x)))) with a dilated 'same' convolution."""
 
     def __init__(self, dim: int, kernel: int, dilation: int, dropout: float, *, rngs: nnx.Rngs):
-        self.norm = _layer_norm(dim, rngs)
+        self.norm = layer_norm(dim, rngs)
         kinit = nnx.with_partitioning(
             nnx.initializers.lecun_normal(), ("kernel", "conv_in", "embed")
         )
@@ -97,7 +93,7 @@ class EncoderLayer(nnx.Module):
     """Pre-norm Transformer layer: self-attention with a key padding mask, then a GELU MLP."""
 
     def __init__(self, dim: int, heads: int, dropout: float, *, rngs: nnx.Rngs):
-        self.norm1 = _layer_norm(dim, rngs)
+        self.norm1 = layer_norm(dim, rngs)
         self.attn = nnx.MultiHeadAttention(
             num_heads=heads,
             in_features=dim,
@@ -111,9 +107,9 @@ class EncoderLayer(nnx.Module):
             decode=False,
             rngs=rngs,
         )
-        self.norm2 = _layer_norm(dim, rngs)
-        self.up = _dense(dim, 4 * dim, ("embed", "mlp"), rngs)
-        self.down = _dense(4 * dim, dim, ("mlp", "embed"), rngs)
+        self.norm2 = layer_norm(dim, rngs)
+        self.up = dense(dim, 4 * dim, ("embed", "mlp"), rngs)
+        self.down = dense(4 * dim, dim, ("mlp", "embed"), rngs)
         self.dropout = nnx.Dropout(dropout)
 
     def __call__(self, x: jax.Array, mask: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
@@ -124,8 +120,9 @@ class EncoderLayer(nnx.Module):
         return (x + self.dropout(h, rngs=rngs)) * mask
 
 
-class CTCAligner(nnx.Module):
-    """log-mel [B, T, n_mels] + frame mask [B, T] -> log-probs [B, T, V + 1] (blank = index V)."""
+class MelEncoder(nnx.Module):
+    """What both aligners start with: normalised log-mel -> ``inp`` projection -> ``convs``
+    (``conv_stack``). Their constructors take these keyword arguments and their own."""
 
     def __init__(
         self,
@@ -135,26 +132,43 @@ class CTCAligner(nnx.Module):
         dim: int,
         conv_layers: int,
         kernel: int,
-        attn_layers: int,
-        heads: int,
         dropout: float,
+        dilation_cycle: int = 4,
         rngs: nnx.Rngs,
     ):
         self.vocab_size = vocab_size
-        self.inp = _dense(n_mels, dim, (None, "embed"), rngs)
-        self.convs = conv_stack(dim, kernel, conv_layers, 4, dropout, rngs)  # dilations 1-8
+        self.inp = dense(n_mels, dim, (None, "embed"), rngs)
+        self.convs = conv_stack(dim, kernel, conv_layers, dilation_cycle, dropout, rngs)
+
+    def encode_mel(
+        self, mel: jax.Array, frame_mask: jax.Array, rngs: nnx.Rngs | None
+    ) -> tuple[jax.Array, jax.Array]:
+        """(hiddens [B, T, dim] after the conv stack, frame mask [B, T, 1] in mel's dtype)."""
+        mask = frame_mask[..., None].astype(mel.dtype)
+        h = self.inp(normalise_mel(mel, mask)) * mask
+        return run_blocks(self.convs, h, mask, rngs), mask
+
+
+class CTCAligner(MelEncoder):
+    """log-mel [B, T, n_mels] + frame mask [B, T] -> log-probs [B, T, V + 1] (blank = index V).
+
+    ``mel_args``: those of ``MelEncoder`` (the default dilation cycle 4: dilations 1-8).
+    """
+
+    def __init__(self, *, attn_layers: int, heads: int, **mel_args):
+        super().__init__(**mel_args)
+        dim, dropout, rngs = mel_args["dim"], mel_args["dropout"], mel_args["rngs"]
         self.attn = nnx.List(
             [EncoderLayer(dim, heads, dropout, rngs=rngs) for _ in range(attn_layers)]
         )
-        self.out_norm = _layer_norm(dim, rngs)
-        self.head = _dense(dim, vocab_size + 1, ("embed", "vocab"), rngs)
+        self.out_norm = layer_norm(dim, rngs)
+        self.head = dense(dim, self.vocab_size + 1, ("embed", "vocab"), rngs)
 
     def __call__(
         self, mel: jax.Array, frame_mask: jax.Array, *, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
-        mask = frame_mask[..., None].astype(mel.dtype)
-        h = self.inp(normalise_mel(mel, mask)) * mask
-        h = run_blocks(self.attn, run_blocks(self.convs, h, mask, rngs), mask, rngs)
+        h, mask = self.encode_mel(mel, frame_mask, rngs)
+        h = run_blocks(self.attn, h, mask, rngs)
         logits = self.head(self.out_norm(h)).astype(jnp.float32)
         return jax.nn.log_softmax(logits, axis=-1)
 

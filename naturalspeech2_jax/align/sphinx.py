@@ -34,6 +34,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from naturalspeech2_jax.align.viterbi import AlignmentError
+from naturalspeech2_jax.text import g2p
+from naturalspeech2_jax.text.normalize import normalize_text
 
 SPHINX_FRAME_RATE = 100.0  # pocketsphinx's default: 10 ms frames
 SPHINX_SAMPLE_RATE = 16_000
@@ -234,23 +236,23 @@ class SphinxAligner:
     """pocketsphinx forced alignment -> our token durations. One decoder per process."""
 
     def __init__(self, sample_rate: int = SPHINX_SAMPLE_RATE):
-        try:
-            from pocketsphinx import Decoder
-        except ImportError as err:  # pragma: no cover - depends on the installation
-            raise ImportError(
-                "the pocketsphinx aligner needs pocketsphinx: pip install -e '.[eval]' "
-                "(or 'pocketsphinx>=5.0')."
-            ) from err
+        (pocketsphinx,) = g2p.import_optional(
+            "pocketsphinx",
+            missing="the pocketsphinx aligner needs pocketsphinx: pip install -e '.[eval]' "
+            "(or 'pocketsphinx>=5.0').",
+        )
         if sample_rate != SPHINX_SAMPLE_RATE:
             raise ValueError(f"pocketsphinx's en-us model is {SPHINX_SAMPLE_RATE} Hz; resample.")
         # cmn=batch: each utterance's own cepstral mean (the live default starts from a fixed
         # guess and adapts across utterances, so results would depend on the order)
         common = dict(samprate=sample_rate, bestpath=False, lm=None, loglevel="FATAL", cmn="batch")
-        self._decoder = Decoder(**common)
+        self._decoder = pocketsphinx.Decoder(**common)
         # Retries with ever wider pruning beams, for speech the model fits badly (espeak-ng's
         # synthetic voices: 21% of the embedded corpus found no path with the default beams, 8%
         # with 1e-100, none with 1e-250); slower, so only retries.
-        self._retries = [Decoder(**common, beam=b, pbeam=b, wbeam=b) for b in (1e-100, 1e-250)]
+        self._retries = [
+            pocketsphinx.Decoder(**common, beam=b, pbeam=b, wbeam=b) for b in (1e-100, 1e-250)
+        ]
 
     def _ensure_words(self, words: Sequence[str], pronounce) -> None:
         for w in words:
@@ -316,8 +318,6 @@ class SphinxAligner:
 
 def espeak_pronunciation(word: str, language: str = "en-us") -> tuple[str, ...]:
     """ARPAbet units of a word from our espeak-ng phonemes (for words CMUdict lacks)."""
-    from naturalspeech2_jax.text import g2p
-
     return tuple(
         u for tok in g2p.phonemize(word, language) if g2p.is_phoneme(tok) for u in token_units(tok)
     )
@@ -325,6 +325,4 @@ def espeak_pronunciation(word: str, language: str = "en-us") -> tuple[str, ...]:
 
 def transcript_words(text: str) -> list[str]:
     """The words pocketsphinx is forced through: the normalised text without punctuation."""
-    from naturalspeech2_jax.text.normalize import normalize_text
-
     return re.findall(r"[a-z']+", normalize_text(text))

@@ -33,6 +33,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -336,17 +337,17 @@ def textgrid_to_durations(
     textgrid: str | os.PathLike | TextGrid,
     n_frames: int,
     tier: str | None = None,
+    *,
     sr: int = SAMPLE_RATE,
     hop: int = HOP_LENGTH,
-    silence_token: str = "sil",
     offset: float = 0.0,
-    min_frames: int = 0,
-    merge_silence: bool = False,
+    **options: Any,
 ) -> tuple[list[str], np.ndarray]:
     """Phone labels and frame durations from a TextGrid (path or parsed), summing to ``n_frames``.
 
     Uses the phone tier (:func:`find_phone_tier`), covers the tier's whole time range (leading or
-    trailing gaps become silence) and applies :func:`intervals_to_durations`. A TextGrid that is
+    trailing gaps become silence) and applies :func:`intervals_to_durations`, which also takes
+    ``options`` (``silence_token``, ``min_frames``, ``merge_silence``). A TextGrid that is
     more than one frame longer or shorter than ``n_frames`` is still converted (its ends are
     forced onto the audio's), but more than 0.5 s of mismatch raises, since that means the wrong
     file or sample rate.
@@ -361,13 +362,6 @@ def textgrid_to_durations(
             "wrong file, sample rate or offset?"
         )
     return intervals_to_durations(
-        [iv for iv in t.intervals],
-        n_frames,
-        sr=sr,
-        hop=hop,
-        silence_token=silence_token,
-        offset=offset,
-        min_frames=min_frames,
-        merge_silence=merge_silence,
-        tier_range=(t.xmin, t.xmax),
-    )
+        t.intervals, n_frames, sr=sr, hop=hop, offset=offset, tier_range=(t.xmin, t.xmax),
+        **options,
+    )  # fmt: skip

@@ -3,10 +3,17 @@ pitch at the codec hop (pitch). All at 16 kHz with one frame per 200 samples unl
 """
 
 from naturalspeech2_jax.audio.features import (
+    ALIGNER_MEL,
+    CODEC_LOSS_MEL,
+    DATASET_MEL,
+    METRIC_MEL,
     MelConfig,
+    codec_loss_mel,
+    hann_window,
     log_mel_jax,
     log_mel_spectrogram,
     mel_filterbank,
+    stft_jax,
     stft_magnitude,
 )
 from naturalspeech2_jax.audio.io import (
@@ -32,12 +39,18 @@ from naturalspeech2_jax.audio.pitch import (
 )
 
 __all__ = [
+    "ALIGNER_MEL",
     "AudioError",
+    "CODEC_LOSS_MEL",
+    "DATASET_MEL",
+    "METRIC_MEL",
     "MelConfig",
     "UNVOICED_LOG_F0",
+    "codec_loss_mel",
     "expand_to_frames",
     "extract_f0",
     "extract_pitch",
+    "hann_window",
     "interpolate_log_f0",
     "load_audio",
     "log_mel_jax",
@@ -52,6 +65,7 @@ __all__ = [
     "resample",
     "save_audio",
     "silence_bounds",
+    "stft_jax",
     "stft_magnitude",
     "trim_silence",
 ]

@@ -76,17 +76,38 @@ def embedded_dataset_dir(size: str = "default", root: str | os.PathLike | None =
     return os.fspath(out)
 
 
-def resolve_dataset_dir(config) -> str:
-    """``config.data.dataset_dir``, or the embedded dataset (``config.data.embedded_size``)."""
+_ENCODE_HINT = (
+    "train a codec (python launch/train.py --config=configs/codec.py:tiny "
+    "--workdir=runs/codec_tiny), encode a prepared dataset with it (python launch/codec.py "
+    "encode-dataset --checkpoint runs/codec_tiny DATA/<name>/1.0.0 DATA/<name>_codes/1.0.0) "
+    "and pass --config.data.dataset_dir=DATA/<name>_codes/1.0.0"
+)
+
+
+def resolve_dataset_dir(config, *, codes: bool = False) -> str:
+    """``config.data.dataset_dir``, else the embedded dataset of ``config.data.embedded_size``.
+
+    ``codes=True`` (NS2) asks for a codes dataset: the embedded one is the corpus encoded by its
+    codec (made by the quickstart), and the dataset must hold the codec's ``codes`` feature.
+    """
     path = str(config.data.get("dataset_dir", "") or "")
-    if path:
+    size = str(config.data.get("embedded_size", "default"))
+    if not path:
+        return embedded_codes_dataset_dir(size) if codes else embedded_dataset_dir(size)
+    if not codes:
         if not epath.Path(path).exists():
             raise FileNotFoundError(
                 f"dataset {path} does not exist; prepare one with launch/prepare_data.py or leave "
                 "config.data.dataset_dir empty to use the embedded corpus."
             )
         return path
-    return embedded_dataset_dir(str(config.data.get("embedded_size", "default")))
+    features = epath.Path(path) / "features.json"
+    if not features.exists():
+        raise FileNotFoundError(f"{path} is not a prepared dataset (no features.json): "
+                                f"{_ENCODE_HINT}.")  # fmt: skip
+    if '"codes"' not in features.read_text():
+        raise ValueError(f"{path} has no codec codes (a feature 'codes'): {_ENCODE_HINT}.")
+    return path
 
 
 # The codes dataset of the embedded corpus (made by launch/quickstart.py, which trains the codec

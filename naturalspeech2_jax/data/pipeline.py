@@ -17,6 +17,7 @@ against the frame invariant ``len(audio) == 200 * n_frames == 200 * sum(duration
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ import numpy as np
 from etils import epath
 
 from naturalspeech2_jax import HOP_LENGTH
+
+log = logging.getLogger(__name__)
 
 # Frame-level features (one value per codec frame) and token-level ones (one per phoneme).
 FRAME_KEYS = ("log_f0", "voiced", "codes")
@@ -258,3 +261,34 @@ def split_names(splits: str | Iterable[str]) -> list[str]:
     if not names:
         raise ValueError("no split named; set config.data.train_splits, e.g. 'train,cathy'.")
     return names
+
+
+def open_splits(dataset_dir: str, splits: str | Iterable[str]):
+    """One random-access source over the concatenation of ``splits`` of a prepared dataset."""
+    sources = []
+    for name in split_names(splits):
+        try:
+            sources.append(open_split(dataset_dir, name))
+        except (KeyError, ValueError) as e:
+            raise ValueError(
+                f"split {name!r} is not in {dataset_dir} ({e}); fix config.data.train_splits."
+            ) from None
+    if len(sources) == 1:
+        return sources[0]
+    return grain.MapDataset.concatenate([grain.MapDataset.source(s) for s in sources])
+
+
+def open_eval_split(dataset_dir: str, split: str, fallback: str) -> tuple[Any, str]:
+    """(source, its split name): the evaluation split, else (a dataset without it) the training
+    split ``fallback``."""
+    try:
+        return open_split(dataset_dir, split), split
+    except (KeyError, ValueError) as e:
+        log.warning("eval split %r not in %s (%s); using %r", split, dataset_dir, e, fallback)
+        return open_split(dataset_dir, fallback), fallback
+
+
+def spread_indices(n_total: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(n_total)`` (every speaker of a split, roughly)."""
+    n = min(n, n_total)
+    return [int(i * n_total / n) for i in range(n)]

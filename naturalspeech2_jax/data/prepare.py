@@ -30,7 +30,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,11 +38,34 @@ from etils import epath
 from tqdm import tqdm
 
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.align import sphinx
+from naturalspeech2_jax.align.textgrid import find_phone_tier, read_textgrid
+from naturalspeech2_jax.align.viterbi import AlignmentError, boundary_errors_ms
+from naturalspeech2_jax.audio import (
+    AudioError,
+    extract_pitch,
+    load_audio,
+    log_mel_spectrogram,
+    normalize_loudness,
+    pad_or_trim_to_frames,
+    to_pcm16,
+    trim_silence,
+)
+from naturalspeech2_jax.data import readers
+from naturalspeech2_jax.text.g2p import SIL, is_phoneme, phonemize_batch
+from naturalspeech2_jax.text.vocab import PhonemeVocab, UnknownSymbolError, default_vocab
+
+# Imported where used, not here: data.tfds_builder (tfds and grain take seconds to import, and
+# every spawned feature worker imports this module), align.api and tasks.aligner (JAX and the
+# training stack, for the built-in aligner only), matplotlib, and pocketsphinx (an optional
+# extra).
 
 log = logging.getLogger(__name__)
 
 FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # 80 frames per second
 ALIGNERS = ("auto", "pocketsphinx", "builtin")
+DURATION_SOURCES = ("auto", "aligner", "exact")
+_MIN_FRAMES = "1 per phoneme, 0 for <sil>, <wb> and punctuation"  # both aligners' constraint
 
 
 @dataclasses.dataclass
@@ -75,6 +98,95 @@ class PrepareResult:
     card: dict[str, Any]
 
 
+# One utterance on its way through the stages: (split, utterance, tokens, ids). The durations
+# stage adds n_frames for the aligners' jobs: (split, utterance, tokens, ids, n_frames).
+_Item = tuple[str, Any, list[str], Any]
+_Rejected = list[tuple[str, str, str]]  # (split, item, reason): the rows of rejected.tsv
+
+
+# ------------------------------------------------------------------------------------ main
+def prepare_corpus(
+    corpus: str | os.PathLike | Sequence[str | os.PathLike],
+    data_dir: str | os.PathLike,
+    options: PrepareOptions | None = None,
+    **overrides: Any,
+) -> PrepareResult:
+    """Prepare one or more corpora into ``data_dir/<name>/<version>`` (see module docstring)."""
+    from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset
+
+    opts = _checked_options(options, overrides)
+    corpora = [os.fspath(corpus)] if isinstance(corpus, str | os.PathLike) else list(corpus)
+    data_dir = epath.Path(data_dir)
+    out_dir = data_dir / opts.name / VERSION
+    if (out_dir / "card.json").exists():
+        log.info("%s is already prepared; delete it to prepare again", out_dir)
+        return PrepareResult(out_dir, json.loads((out_dir / "card.json").read_text()))
+    start_time = time.time()
+    work = data_dir / "_work" / opts.name
+    work.mkdir(parents=True, exist_ok=True)
+
+    splits = discover_splits(corpora, opts.layout)
+    vocab = default_vocab()
+    items, bad_text = _encode_transcripts(splits, vocab)
+    kept, bad_audio = _audio_features_stage(items, work, opts)
+    feature_seconds = time.time() - start_time
+    durations, source_counts, align_report = _durations(kept, work, opts)
+    final, unaligned = _with_durations(kept, durations)
+    rejected = _listing_problems(splits) + bad_text + bad_audio + unaligned
+    crops = _edge_crops(final, durations, opts.max_edge_silence)
+
+    split_names = _surviving_splits(splits, final, corpora, rejected)
+    # From kept, not final: a speaker whose every utterance failed alignment keeps its id.
+    speakers = sorted({u.speaker for _, u, _, _ in kept})
+    speaker_ids = {s: i for i, s in enumerate(speakers)}
+    out_dir = write_dataset(
+        data_dir,
+        opts.name,
+        {s: _split_examples(s, final, work, durations, crops, speaker_ids) for s in split_names},
+        description=f"Prepared from {', '.join(corpora)}",
+    )
+    vocab.save(out_dir / "vocab.json")
+    (out_dir / "speakers.json").write_text(json.dumps(speakers, indent=1))
+
+    lengths = {s: np.load(os.fspath(out_dir / f"frames_{s}.npy")) for s in split_names}
+    card = _dataset_card(
+        opts,
+        corpora=corpora,
+        version=VERSION,
+        vocab=vocab,
+        lengths=lengths,
+        final=final,
+        durations=durations,
+        source_counts=source_counts,
+        align_report=align_report,
+        rejected=rejected,
+        feature_seconds=feature_seconds,
+        start_time=start_time,
+    )
+    if align_report.get("figure"):
+        (out_dir / "alignment.png").write_bytes((work / "alignment.png").read_bytes())
+    _write_card(out_dir, card, lengths, rejected)
+    log.info("prepared %s: %s", out_dir, json.dumps(card["splits"]))
+    return PrepareResult(out_dir, card)
+
+
+def _checked_options(options: PrepareOptions | None, overrides: dict[str, Any]) -> PrepareOptions:
+    """``options`` with ``overrides`` applied; a bad value fails here, before any work."""
+    opts = dataclasses.replace(options or PrepareOptions(), **overrides)
+    if opts.durations not in DURATION_SOURCES:
+        raise ValueError(f"durations={opts.durations!r}; use auto, aligner or exact.")
+    if opts.aligner not in ALIGNERS:
+        raise ValueError(f"aligner={opts.aligner!r}; use one of {', '.join(ALIGNERS)}.")
+    if opts.max_edge_silence is not None and opts.max_edge_silence < 0:
+        raise ValueError(f"max_edge_silence must be >= 0 seconds, not {opts.max_edge_silence}.")
+    return opts
+
+
+def _cache_path(work: epath.Path, split: str, utt_id: str) -> str:
+    """The utterance's feature cache (audio, pitch, mel) written by ``_audio_features``."""
+    return os.fspath(work / split / f"{utt_id}.npz")
+
+
 # ------------------------------------------------------------------------------------ reading
 def _split_name(path: epath.Path) -> str:
     name = re.sub(r"[^0-9a-zA-Z_]", "_", path.name).strip("_").lower()
@@ -83,8 +195,6 @@ def _split_name(path: epath.Path) -> str:
 
 def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[str, Any]]:
     """(split name, CorpusListing) for each corpus path, or each sub-corpus of a folder."""
-    from naturalspeech2_jax.data import readers
-
     out = []
     for corpus in corpora:
         path = epath.Path(corpus)
@@ -118,24 +228,91 @@ def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[st
     return out
 
 
+def _listing_problems(splits: list[tuple[str, Any]]) -> _Rejected:
+    """What the readers could not list (missing audio, lines that do not parse)."""
+    return [
+        (split, str(item), reason) for split, listing in splits for item, reason in listing.problems
+    ]
+
+
+# ------------------------------------------------------------------------------------ text
+def _encode_transcripts(
+    splits: list[tuple[str, Any]], vocab: PhonemeVocab
+) -> tuple[list[_Item], _Rejected]:
+    """Every transcript phonemized in one batched G2P call (one espeak-ng start, not one per
+    utterance) and encoded with ``vocab``; the ones that cannot be are rejected."""
+    utts = [(split, u) for split, listing in splits for u in listing]
+    phon = phonemize_batch([u.text for _, u in utts], on_error="none")
+    items, rejected = [], []
+    for (split, u), tokens in zip(utts, phon, strict=True):
+        if tokens is None:
+            rejected.append((split, u.id, "text has nothing pronounceable"))
+            continue
+        try:
+            items.append((split, u, tokens, vocab.encode(tokens)))
+        except UnknownSymbolError as e:
+            rejected.append((split, u.id, f"unknown symbols: {e}"))
+    return items, rejected
+
+
 # ------------------------------------------------------------------------------------ audio
+def _audio_features_stage(
+    items: list[_Item], work: epath.Path, opts: PrepareOptions
+) -> tuple[list[_Item], _Rejected]:
+    """Audio features of every item into the cache under ``work``, in parallel; the items whose
+    audio fails a check (``_audio_features``) are rejected."""
+    worker_opts = dict(
+        trim_silence=opts.trim_silence,
+        min_seconds=opts.min_seconds,
+        max_seconds=opts.max_seconds,
+        pitch_method=opts.pitch_method,
+    )
+    jobs = []
+    for split, u, _, _ in items:
+        (work / split).mkdir(parents=True, exist_ok=True)
+        cache = _cache_path(work, split, u.id)
+        jobs.append((u.id, os.fspath(u.audio_path), u.start, u.end, cache, worker_opts))
+    workers = opts.num_workers or os.cpu_count() or 1
+    results = _map_in_workers(
+        _audio_features, jobs, workers, 4, desc="audio features", progress=opts.progress
+    )
+    failed = {utt_id: reason for utt_id, reason in results if reason}
+    kept, rejected = [], []
+    for split, u, tokens, ids in items:
+        if u.id in failed:
+            rejected.append((split, u.id, failed[u.id]))
+        else:
+            kept.append((split, u, tokens, ids))
+    return kept, rejected
+
+
+def _map_in_workers(
+    fn: Callable, jobs: list, workers: int, chunksize: int, *, desc: str, progress: bool
+) -> list:
+    """``[fn(job) for job in jobs]`` in completion order, in ``workers`` processes (spawned:
+    never fork a process that runs JAX) or in this one when ``workers`` is 1, with a progress
+    bar."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="utt", disable=not progress)
+    results = []
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for result in pool.imap_unordered(fn, jobs, chunksize=chunksize):
+                results.append(result)
+                bar.update(1)
+    else:
+        for job in jobs:
+            results.append(fn(job))
+            bar.update(1)
+    bar.close()
+    return results
+
+
 def _audio_features(job: tuple) -> tuple[str, str | None]:
     """Worker: one utterance -> cached npz (audio int16, log_f0, voiced, mel). Returns a reason
     string when the utterance must be rejected."""
     utt_id, path, start, end, cache, opts = job
     if os.path.exists(cache):
         return utt_id, None
-    from naturalspeech2_jax.audio import (
-        AudioError,
-        extract_pitch,
-        load_audio,
-        log_mel_spectrogram,
-        normalize_loudness,
-        pad_or_trim_to_frames,
-        to_pcm16,
-        trim_silence,
-    )
-
     try:
         wav = load_audio(path, start=start, end=end)
     except AudioError as e:
@@ -197,8 +374,6 @@ def textgrid_durations(path: str, tokens: Sequence[str], n_frames: int) -> np.nd
     MFA's phone sets (ARPAbet, MFA IPA) are not espeak-ng's tokens; such files cannot give
     per-token durations for our sequence, and the aligner is used instead.
     """
-    from naturalspeech2_jax.align.textgrid import find_phone_tier, read_textgrid
-
     tier = find_phone_tier(read_textgrid(path))
     labels = [(iv.text if hasattr(iv, "text") else iv[2]) for iv in tier.intervals]
     ends = [(iv.xmax if hasattr(iv, "xmax") else iv[1]) for iv in tier.intervals]
@@ -218,244 +393,16 @@ def textgrid_durations(path: str, tokens: Sequence[str], n_frames: int) -> np.nd
     return np.asarray(out, np.int32)
 
 
-# ------------------------------------------------------------------------------------ card
-def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rejected) -> None:
-    (out / "card.json").write_text(json.dumps(card, indent=1))
-    with (out / "rejected.tsv").open("w") as f:
-        f.write("split\titem\treason\n")
-        for split, item, reason in rejected:
-            f.write(f"{split}\t{item}\t{reason}\n")
-    lines = [f"# Dataset card: {card['name']}", "", f"Source: {', '.join(card['corpora'])}", ""]
-    lines += ["| split | utterances | speakers | hours |", "|---|---|---|---|"]
-    for split, s in card["splits"].items():
-        lines.append(f"| {split} | {s['utterances']} | {s['speakers']} | {s['hours']:.3f} |")
-    lines += [
-        "",
-        f"Durations from: {card['durations_source']}",
-        f"Duration statistics: {card.get('duration_stats', {})}",
-        f"Rejected: {card['rejected_total']} ({card['rejected_by_reason']})",
-        f"Phoneme vocabulary version: {card['vocab_version']}",
-        "",
-        "![lengths](lengths.png)",
-        "",
-    ]
-    if card.get("aligner"):
-        lines += [f"Aligner: {card['aligner']}", ""]
-        if card["aligner"].get("figure"):
-            lines += ["![alignment](alignment.png)", ""]
-    (out / "card.md").write_text("\n".join(lines))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    for split, frames in lengths.items():
-        ax.hist(frames / FRAME_RATE, bins=30, alpha=0.6, label=split)
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("utterances")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(str(out / "lengths.png"), dpi=100)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------ main
-def prepare_corpus(
-    corpus: str | os.PathLike | Sequence[str | os.PathLike],
-    data_dir: str | os.PathLike,
-    options: PrepareOptions | None = None,
-    **overrides: Any,
-) -> PrepareResult:
-    """Prepare one or more corpora into ``data_dir/<name>/<version>`` (see module docstring)."""
-    from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset
-    from naturalspeech2_jax.text.g2p import phonemize_batch
-    from naturalspeech2_jax.text.vocab import UnknownSymbolError, default_vocab
-
-    opts = dataclasses.replace(options or PrepareOptions(), **overrides)
-    if opts.durations not in ("auto", "aligner", "exact"):
-        raise ValueError(f"durations={opts.durations!r}; use auto, aligner or exact.")
-    if opts.aligner not in ALIGNERS:
-        raise ValueError(f"aligner={opts.aligner!r}; use one of {', '.join(ALIGNERS)}.")
-    if opts.max_edge_silence is not None and opts.max_edge_silence < 0:
-        raise ValueError(f"max_edge_silence must be >= 0 seconds, not {opts.max_edge_silence}.")
-    corpora = [os.fspath(corpus)] if isinstance(corpus, str | os.PathLike) else list(corpus)
-    data_dir = epath.Path(data_dir)
-    out_dir = data_dir / opts.name / VERSION
-    if (out_dir / "card.json").exists():
-        log.info("%s is already prepared; delete it to prepare again", out_dir)
-        return PrepareResult(out_dir, json.loads((out_dir / "card.json").read_text()))
-    start_time = time.time()
-    work = data_dir / "_work" / opts.name
-    work.mkdir(parents=True, exist_ok=True)
-    splits = discover_splits(corpora, opts.layout)
-    rejected: list[tuple[str, str, str]] = []
-    for split, listing in splits:
-        rejected += [(split, str(item), reason) for item, reason in listing.problems]
-
-    # Text: one batched G2P call for everything.
-    vocab = default_vocab()
-    utts = [(split, u) for split, listing in splits for u in listing]
-    phon = phonemize_batch([u.text for _, u in utts], on_error="none")
-    items = []  # (split, utterance, tokens, ids)
-    for (split, u), tokens in zip(utts, phon, strict=True):
-        if tokens is None:
-            rejected.append((split, u.id, "text has nothing pronounceable"))
-            continue
+def _exact_timings(u: Any, tokens: Sequence[str], n_frames: int) -> np.ndarray | None:
+    """Durations from the embedded corpus's ``alignments/<id>.json`` beside the speaker folder,
+    or None where there is none or its tokens are not ours (logged)."""
+    align_file = epath.Path(u.audio_path).parent.parent / "alignments" / f"{u.id}.json"
+    if align_file.exists():
         try:
-            items.append((split, u, tokens, vocab.encode(tokens)))
-        except UnknownSymbolError as e:
-            rejected.append((split, u.id, f"unknown symbols: {e}"))
-
-    # Audio features in parallel (spawned workers: never fork a process that runs JAX).
-    worker_opts = dict(
-        trim_silence=opts.trim_silence,
-        min_seconds=opts.min_seconds,
-        max_seconds=opts.max_seconds,
-        pitch_method=opts.pitch_method,
-    )
-    jobs = []
-    for split, u, _, _ in items:
-        (work / split).mkdir(parents=True, exist_ok=True)
-        cache = os.fspath(work / split / f"{u.id}.npz")
-        jobs.append((u.id, os.fspath(u.audio_path), u.start, u.end, cache, worker_opts))
-    workers = opts.num_workers or os.cpu_count() or 1
-    failed: dict[str, str] = {}
-    bar = tqdm(total=len(jobs), desc="audio features", unit="utt", disable=not opts.progress)
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for utt_id, reason in pool.imap_unordered(_audio_features, jobs, chunksize=4):
-                if reason:
-                    failed[utt_id] = reason
-                bar.update(1)
-    else:
-        for job in jobs:
-            utt_id, reason = _audio_features(job)
-            if reason:
-                failed[utt_id] = reason
-            bar.update(1)
-    bar.close()
-    feature_seconds = time.time() - start_time
-    kept = []
-    for split, u, tokens, ids in items:
-        if u.id in failed:
-            rejected.append((split, u.id, failed[u.id]))
-        else:
-            kept.append((split, u, tokens, ids))
-
-    durations, source_counts, align_report = _durations(kept, work, opts)
-    for split, u, _, _ in kept:
-        if isinstance(durations.get(u.id), str):
-            rejected.append((split, u.id, durations[u.id]))
-
-    speakers = sorted({u.speaker for _, u, _, _ in kept})
-    speaker_ids = {s: i for i, s in enumerate(speakers)}
-    final = [(s, u, t, i) for s, u, t, i in kept if not isinstance(durations.get(u.id), str)]
-    crops = _edge_crops(final, durations, opts.max_edge_silence)
-
-    def split_examples(split_name: str):
-        def gen():
-            for split, u, _, ids in final:
-                if split != split_name:
-                    continue
-                with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
-                    head, tail = crops.get(u.id, (0, 0))
-                    end = len(f["log_f0"]) - tail
-                    yield {
-                        "id": u.id,
-                        "text": u.text,
-                        "speaker": u.speaker,
-                        "speaker_id": speaker_ids[u.speaker],
-                        "audio": f["audio"][head * HOP_LENGTH : end * HOP_LENGTH],
-                        "phonemes": np.asarray(ids, np.int32),
-                        "durations": durations[u.id],
-                        "log_f0": f["log_f0"][head:end],
-                        "voiced": f["voiced"][head:end],
-                    }
-
-        return gen
-
-    split_names = [s for s, _ in splits if any(x[0] == s for x in final)]
-    if not split_names:
-        raise ValueError(
-            f"no utterance of {corpora} survived preparation; see the reasons: "
-            f"{Counter(r for _, _, r in rejected).most_common(5)}"
-        )
-    out_dir = write_dataset(
-        data_dir,
-        opts.name,
-        {s: split_examples(s) for s in split_names},
-        description=f"Prepared from {', '.join(corpora)}",
-    )
-    vocab.save(out_dir / "vocab.json")
-    (out_dir / "speakers.json").write_text(json.dumps(speakers, indent=1))
-    lengths = {s: np.load(os.fspath(out_dir / f"frames_{s}.npy")) for s in split_names}
-    reasons = Counter(re.sub(r"[:(].*", "", r).strip() for _, _, r in rejected)
-    card = {
-        "name": opts.name,
-        "corpora": corpora,
-        "version": VERSION,
-        "vocab_version": vocab.version,
-        "splits": {
-            s: {
-                "utterances": int(len(lengths[s])),
-                "speakers": len({u.speaker for x, u, _, _ in final if x == s}),
-                "hours": float(lengths[s].sum() / FRAME_RATE / 3600),
-            }
-            for s in split_names
-        },
-        "durations_source": dict(source_counts),
-        "duration_stats": duration_stats(
-            [t for _, _, t, _ in final], [durations[u.id] for _, u, _, _ in final]
-        ),
-        # per split too: a corpus the aligner fails on hides behind one it aligns well when
-        # pooled (../shared/data: cathy median 6 frames, speechocean 1, pooled 3)
-        "duration_stats_by_split": {
-            s: duration_stats(
-                [t for x, _, t, _ in final if x == s],
-                [durations[u.id] for x, u, _, _ in final if x == s],
-            )
-            for s in split_names
-        },
-        "aligner": align_report,
-        "rejected_total": len(rejected),
-        "rejected_by_reason": dict(reasons),
-        "options": dataclasses.asdict(opts),
-        "seconds": {
-            "features": round(feature_seconds, 1),
-            "total": round(time.time() - start_time, 1),
-        },
-    }
-    total_hours = sum(v["hours"] for v in card["splits"].values())
-    card["throughput_audio_hours_per_hour"] = total_hours / max(card["seconds"]["total"], 1) * 3600
-    if align_report.get("figure"):
-        (out_dir / "alignment.png").write_bytes((work / "alignment.png").read_bytes())
-    _write_card(out_dir, card, lengths, rejected)
-    log.info("prepared %s: %s", out_dir, json.dumps(card["splits"]))
-    return PrepareResult(out_dir, card)
-
-
-def duration_stats(tokens: list[list[str]], durations: list[np.ndarray]) -> dict[str, float]:
-    """Sanity figures of a dataset's durations, in the card: a degenerate alignment shows up as
-    many one-frame phonemes or a large pause share (exact espeak timings: median 6 frames, 1.6%
-    one-frame, 17% of frames in pauses and word boundaries)."""
-    from naturalspeech2_jax.text.g2p import is_phoneme
-
-    spoken, pause, total = [], 0, 0
-    for toks, d in zip(tokens, durations, strict=True):
-        mask = np.asarray([is_phoneme(t) for t in toks], bool)
-        d = np.asarray(d)
-        spoken.append(d[mask])
-        pause += int(d[~mask].sum())
-        total += int(d.sum())
-    frames = np.concatenate(spoken) if spoken else np.zeros(0)
-    if not len(frames):
-        return {}
-    return {
-        "phoneme_median_frames": float(np.median(frames)),
-        "phoneme_one_frame_share": round(float(np.mean(frames <= 1)), 4),
-        "pause_frame_share": round(pause / max(total, 1), 4),
-    }
+            return exact_durations(align_file, tokens, n_frames)
+        except ValueError as e:
+            log.warning("%s", e)
+    return None
 
 
 def _durations(kept, work: epath.Path, opts: PrepareOptions):
@@ -465,15 +412,9 @@ def _durations(kept, work: epath.Path, opts: PrepareOptions):
     need_aligner = []
     exact_ref: dict[str, np.ndarray] = {}
     for split, u, tokens, ids in kept:
-        with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
+        with np.load(_cache_path(work, split, u.id)) as f:
             n_frames = len(f["log_f0"])
-        align_file = epath.Path(u.audio_path).parent.parent / "alignments" / f"{u.id}.json"
-        exact = None
-        if align_file.exists():
-            try:
-                exact = exact_durations(align_file, tokens, n_frames)
-            except ValueError as e:
-                log.warning("%s", e)
+        exact = _exact_timings(u, tokens, n_frames)
         if exact is not None:
             exact_ref[u.id] = exact
         if opts.durations != "aligner" and exact is not None:
@@ -501,12 +442,21 @@ def _durations(kept, work: epath.Path, opts: PrepareOptions):
     return durations, sources, report
 
 
+def _with_durations(kept: list[_Item], durations: dict) -> tuple[list[_Item], _Rejected]:
+    """The items that got durations, and the others rejected with the reason they got instead."""
+    final, rejected = [], []
+    for split, u, tokens, ids in kept:
+        if isinstance(durations.get(u.id), str):
+            rejected.append((split, u.id, durations[u.id]))
+        else:
+            final.append((split, u, tokens, ids))
+    return final, rejected
+
+
 def _edge_crops(final, durations: dict, max_seconds: float | None) -> dict[str, tuple[int, int]]:
     """Frames to cut from the start and end of each utterance so that its edge ``<sil>`` tokens
     last at most ``max_seconds``; ``durations`` is updated in place to match. Frames are whole
     codec hops, so the audio, pitch and durations stay on one grid."""
-    from naturalspeech2_jax.text.g2p import SIL
-
     if max_seconds is None:
         return {}
     keep = int(round(max_seconds * FRAME_RATE))
@@ -523,92 +473,188 @@ def _edge_crops(final, durations: dict, max_seconds: float | None) -> dict[str, 
     return crops
 
 
-def _silence_id(jobs) -> int:
-    """The vocabulary id of ``<sil>`` (every utterance starts with one)."""
-    from naturalspeech2_jax.text.g2p import SIL
+# ------------------------------------------------------------------------------------ writing
+def _surviving_splits(
+    splits: list[tuple[str, Any]], final: list[_Item], corpora: list[str], rejected: _Rejected
+) -> list[str]:
+    """The splits that kept at least one utterance, in corpus order; none is an error that
+    names the commonest reasons."""
+    split_names = [s for s, _ in splits if any(x[0] == s for x in final)]
+    if not split_names:
+        raise ValueError(
+            f"no utterance of {corpora} survived preparation; see the reasons: "
+            f"{Counter(r for _, _, r in rejected).most_common(5)}"
+        )
+    return split_names
 
-    for _, _, tokens, ids, _ in jobs:
-        for t, i in zip(tokens, ids, strict=True):
-            if t == SIL:
-                return int(i)
-    raise ValueError(f"no {SIL} token in any transcript; the G2P front-end must emit it.")
+
+def _split_examples(
+    split_name: str,
+    final: list[_Item],
+    work: epath.Path,
+    durations: dict,
+    crops: dict[str, tuple[int, int]],
+    speaker_ids: dict[str, int],
+) -> Callable[[], Any]:
+    """The split's example generator for ``write_dataset``: features from the cache, the edge
+    silence crops applied to audio, pitch and (already) durations alike."""
+
+    def gen():
+        for split, u, _, ids in final:
+            if split != split_name:
+                continue
+            with np.load(_cache_path(work, split, u.id)) as f:
+                head, tail = crops.get(u.id, (0, 0))
+                end = len(f["log_f0"]) - tail
+                yield {
+                    "id": u.id,
+                    "text": u.text,
+                    "speaker": u.speaker,
+                    "speaker_id": speaker_ids[u.speaker],
+                    "audio": f["audio"][head * HOP_LENGTH : end * HOP_LENGTH],
+                    "phonemes": np.asarray(ids, np.int32),
+                    "durations": durations[u.id],
+                    "log_f0": f["log_f0"][head:end],
+                    "voiced": f["voiced"][head:end],
+                }
+
+    return gen
 
 
-def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, exact_ref: dict):
-    """Train the built-in aligner on these utterances, align each one, score against exact
-    timings.
+# ------------------------------------------------------------------------------------ card
+def _dataset_card(
+    opts: PrepareOptions,
+    *,
+    corpora: list[str],
+    version: str,
+    vocab: PhonemeVocab,
+    lengths: dict[str, np.ndarray],
+    final: list[_Item],
+    durations: dict,
+    source_counts: Counter,
+    align_report: dict[str, Any],
+    rejected: _Rejected,
+    feature_seconds: float,
+    start_time: float,
+) -> dict[str, Any]:
+    """The dataset card (``card.json``): what went in, what came out, where the durations came
+    from and how plausible they look, what was rejected and why, how long it took."""
 
-    ``<sil>``, ``<wb>`` and punctuation may take zero frames (a word boundary or comma without a
-    pause); every phoneme takes at least one. Writes ``alignment.png`` (mel, aligner boundaries
-    and, where known, the exact ones) to ``work``.
-    """
-    from naturalspeech2_jax.align import api as align_api
-    from naturalspeech2_jax.text.g2p import is_phoneme
+    def stats_of(rows: list[_Item]) -> dict[str, float]:
+        return duration_stats([t for _, _, t, _ in rows], [durations[u.id] for _, u, _, _ in rows])
 
-    # The aligner's token classes: every phoneme its own; <sil>, <wb> and punctuation all the
-    # silence class, optional (zero frames unless there is a pause). A word boundary or a comma
-    # is not a sound: as classes of their own they became catch-alls that swallowed the phonemes
-    # around them for the CTC recogniser (73-83% of phonemes got one frame on real speech). The
-    # attention model, whose text encoder could use them, did no better with them apart (31.4%
-    # one-frame phonemes against 31.9%), so both models see the one class.
-    sil = _silence_id(jobs)
-    examples, min_frames = [], []
-    for split, u, tokens, ids, _ in jobs:
-        spoken = np.asarray([is_phoneme(t) for t in tokens], bool)
-        acoustic = np.where(spoken, np.asarray(ids, np.int32), sil).astype(np.int32)
-        with np.load(os.fspath(work / split / f"{u.id}.npz")) as f:
-            examples.append({"mel": f["mel"].astype(np.float32), "phonemes": acoustic})
-        min_frames.append(spoken.astype(np.int64))
-    start = time.time()
-    aligner_dir = work / "aligner"
-    overrides: dict[str, Any] = {}
-    if opts.aligner_steps > 0:
-        overrides["total_steps"] = int(opts.aligner_steps)
-    overrides["data__optional_ids"] = (sil,)
-    align_api.train_aligner(
-        examples, os.fspath(aligner_dir), preset=opts.aligner_preset, **overrides
-    )
-    aligner = align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))
-    train_seconds = time.time() - start
-    results = aligner.align_batch(
-        [e["mel"] for e in examples],
-        [e["phonemes"] for e in examples],
-        min_frames=min_frames,
-        on_error="return",
-    )
-    errors, shown, confidence = [], None, {}
-    for (split, u, tokens, _, n_frames), ex, res in zip(jobs, examples, results, strict=True):
-        if isinstance(res, align_api.AlignmentError):
-            durations[u.id] = f"alignment failure: {res}"
-            continue
-        d = np.asarray(res.durations, np.int32)
-        if int(d.sum()) != n_frames:
-            durations[u.id] = f"alignment failure: durations sum {int(d.sum())} != {n_frames}"
-            continue
-        durations[u.id] = d
-        confidence.setdefault(split, []).append(res.confidence)
-        if u.id in exact_ref:
-            errors.append(align_api.boundary_errors_ms(d, exact_ref[u.id]))
-        if shown is None or (u.id in exact_ref and shown[0] not in exact_ref):
-            shown = (u.id, tokens, ex["mel"], d)
-    report = {
-        "utterances": len(jobs),
-        "train_seconds": round(train_seconds, 1),
-        "align_seconds": round(time.time() - start - train_seconds, 1),
-        "min_frames": "1 per phoneme, 0 for <sil>, <wb> and punctuation",
-        # mean per-token log-prob of the Viterbi path over the utterance's tokens: about
-        # -log(tokens) (-3.5 for 35) when the emissions are no better than uniform
-        "confidence_by_split": {s: round(float(np.mean(c)), 3) for s, c in confidence.items()},
+    reasons = Counter(re.sub(r"[:(].*", "", r).strip() for _, _, r in rejected)
+    card = {
+        "name": opts.name,
+        "corpora": corpora,
+        "version": version,
+        "vocab_version": vocab.version,
+        "splits": {
+            s: {
+                "utterances": int(len(frames)),
+                "speakers": len({u.speaker for x, u, _, _ in final if x == s}),
+                "hours": float(frames.sum() / FRAME_RATE / 3600),
+            }
+            for s, frames in lengths.items()
+        },
+        "durations_source": dict(source_counts),
+        "duration_stats": stats_of(final),
+        # per split too: a corpus the aligner fails on hides behind one it aligns well when
+        # pooled (../shared/data: cathy median 6 frames, speechocean 1, pooled 3)
+        "duration_stats_by_split": {s: stats_of([x for x in final if x[0] == s]) for s in lengths},
+        "aligner": align_report,
+        "rejected_total": len(rejected),
+        "rejected_by_reason": dict(reasons),
+        "options": dataclasses.asdict(opts),
+        "seconds": {
+            "features": round(feature_seconds, 1),
+            "total": round(time.time() - start_time, 1),
+        },
     }
-    if errors:
-        report["boundary_error_ms"] = _error_summary(np.concatenate(errors))
-    if shown is not None:
-        utt_id, tokens, mel, d = shown
-        _plot_alignment(work / "alignment.png", utt_id, tokens, mel, d, exact_ref.get(utt_id))
-        report["figure"] = "alignment.png"
-    return report
+    total_hours = sum(v["hours"] for v in card["splits"].values())
+    card["throughput_audio_hours_per_hour"] = total_hours / max(card["seconds"]["total"], 1) * 3600
+    return card
 
 
+def duration_stats(tokens: list[list[str]], durations: list[np.ndarray]) -> dict[str, float]:
+    """Sanity figures of a dataset's durations, in the card: a degenerate alignment shows up as
+    many one-frame phonemes or a large pause share (exact espeak timings: median 6 frames, 1.6%
+    one-frame, 17% of frames in pauses and word boundaries)."""
+    spoken, pause, total = [], 0, 0
+    for toks, d in zip(tokens, durations, strict=True):
+        mask = np.asarray([is_phoneme(t) for t in toks], bool)
+        d = np.asarray(d)
+        spoken.append(d[mask])
+        pause += int(d[~mask].sum())
+        total += int(d.sum())
+    frames = np.concatenate(spoken) if spoken else np.zeros(0)
+    if not len(frames):
+        return {}
+    return {
+        "phoneme_median_frames": float(np.median(frames)),
+        "phoneme_one_frame_share": round(float(np.mean(frames <= 1)), 4),
+        "pause_frame_share": round(pause / max(total, 1), 4),
+    }
+
+
+def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rejected) -> None:
+    """``card.json``, ``rejected.tsv``, ``card.md`` and its ``lengths.png`` into ``out``."""
+    (out / "card.json").write_text(json.dumps(card, indent=1))
+    with (out / "rejected.tsv").open("w") as f:
+        f.write("split\titem\treason\n")
+        for split, item, reason in rejected:
+            f.write(f"{split}\t{item}\t{reason}\n")
+    (out / "card.md").write_text(_card_markdown(card))
+    _plot_lengths(out / "lengths.png", lengths)
+
+
+def _card_markdown(card: dict) -> str:
+    lines = [f"# Dataset card: {card['name']}", "", f"Source: {', '.join(card['corpora'])}", ""]
+    lines += ["| split | utterances | speakers | hours |", "|---|---|---|---|"]
+    for split, s in card["splits"].items():
+        lines.append(f"| {split} | {s['utterances']} | {s['speakers']} | {s['hours']:.3f} |")
+    lines += [
+        "",
+        f"Durations from: {card['durations_source']}",
+        f"Duration statistics: {card.get('duration_stats', {})}",
+        f"Rejected: {card['rejected_total']} ({card['rejected_by_reason']})",
+        f"Phoneme vocabulary version: {card['vocab_version']}",
+        "",
+        "![lengths](lengths.png)",
+        "",
+    ]
+    if card.get("aligner"):
+        lines += [f"Aligner: {card['aligner']}", ""]
+        if card["aligner"].get("figure"):
+            lines += ["![alignment](alignment.png)", ""]
+    return "\n".join(lines)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported here: only the card draws)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_lengths(path: epath.Path, lengths: dict[str, np.ndarray]) -> None:
+    """Histogram of utterance lengths in seconds, one colour per split."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for split, frames in lengths.items():
+        ax.hist(frames / FRAME_RATE, bins=30, alpha=0.6, label=split)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("utterances")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ aligners
 def resolve_aligner(name: str) -> str:
     """``auto`` -> ``pocketsphinx`` when it is installed, else ``builtin``."""
     if name == "builtin":
@@ -625,15 +671,130 @@ def resolve_aligner(name: str) -> str:
     return "pocketsphinx"
 
 
+@dataclasses.dataclass
+class _Scoring:
+    """What both aligners report besides their own figures: the boundary error against the
+    exact timings where the corpus has them, and a figure of one utterance (the first with exact
+    timings, so that both sets of boundaries show, else the first)."""
+
+    exact_ref: dict[str, np.ndarray]
+    errors: list[np.ndarray] = dataclasses.field(default_factory=list)
+    shown: tuple | None = None  # (utt_id, split, tokens, durations)
+
+    def add(self, utt_id: str, split: str, tokens: Sequence[str], d: np.ndarray) -> None:
+        if utt_id in self.exact_ref:
+            self.errors.append(boundary_errors_ms(d, self.exact_ref[utt_id]))
+        if self.shown is None or (utt_id in self.exact_ref and self.shown[0] not in self.exact_ref):
+            self.shown = (utt_id, split, tokens, d)
+
+    def finish(self, report: dict[str, Any], work: epath.Path, label: str) -> dict[str, Any]:
+        """``report`` with ``boundary_error_ms`` and ``figure`` (``work/alignment.png``) added."""
+        if self.errors:
+            report["boundary_error_ms"] = _error_summary(np.concatenate(self.errors))
+        if self.shown is not None:
+            utt_id, split, tokens, d = self.shown
+            with np.load(_cache_path(work, split, utt_id)) as f:
+                mel = f["mel"].astype(np.float32)
+            exact = self.exact_ref.get(utt_id)
+            _plot_alignment(work / "alignment.png", utt_id, tokens, mel, d, exact, label)
+            report["figure"] = "alignment.png"
+        return report
+
+
+def _silence_id(jobs) -> int:
+    """The vocabulary id of ``<sil>`` (every utterance starts with one)."""
+    for _, _, tokens, ids, _ in jobs:
+        for t, i in zip(tokens, ids, strict=True):
+            if t == SIL:
+                return int(i)
+    raise ValueError(f"no {SIL} token in any transcript; the G2P front-end must emit it.")
+
+
+def _aligner_examples(jobs, work: epath.Path, sil: int) -> tuple[list[dict], list[np.ndarray]]:
+    """The built-in aligner's examples (mel, token classes) and per-token minimum frames.
+
+    The aligner's token classes: every phoneme its own; <sil>, <wb> and punctuation all the
+    silence class, optional (zero frames unless there is a pause). A word boundary or a comma
+    is not a sound: as classes of their own they became catch-alls that swallowed the phonemes
+    around them for the CTC recogniser (73-83% of phonemes got one frame on real speech). The
+    attention model, whose text encoder could use them, did no better with them apart (31.4%
+    one-frame phonemes against 31.9%), so both models see the one class.
+    """
+    examples, min_frames = [], []
+    for split, u, tokens, ids, _ in jobs:
+        spoken = np.asarray([is_phoneme(t) for t in tokens], bool)
+        acoustic = np.where(spoken, np.asarray(ids, np.int32), sil).astype(np.int32)
+        with np.load(_cache_path(work, split, u.id)) as f:
+            examples.append({"mel": f["mel"].astype(np.float32), "phonemes": acoustic})
+        min_frames.append(spoken.astype(np.int64))
+    return examples, min_frames
+
+
+def _train_aligner(examples: list[dict], aligner_dir: epath.Path, opts: PrepareOptions, sil: int):
+    """The built-in aligner (``configs/aligner.py``, ``opts.aligner_preset``) trained on the
+    corpus itself, with the silence class optional; returns the loaded ``Aligner``."""
+    from naturalspeech2_jax.align import api as align_api
+    from naturalspeech2_jax.tasks import aligner as aligner_task
+
+    overrides: dict[str, Any] = {}
+    if opts.aligner_steps > 0:
+        overrides["total_steps"] = int(opts.aligner_steps)
+    overrides["data__optional_ids"] = (sil,)
+    aligner_task.train_aligner(
+        examples, os.fspath(aligner_dir), preset=opts.aligner_preset, **overrides
+    )
+    return align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))
+
+
+def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, exact_ref: dict):
+    """Train the built-in aligner on these utterances, align each one, score against exact
+    timings.
+
+    ``<sil>``, ``<wb>`` and punctuation may take zero frames (a word boundary or comma without a
+    pause); every phoneme takes at least one. Writes ``alignment.png`` (mel, aligner boundaries
+    and, where known, the exact ones) to ``work``.
+    """
+    sil = _silence_id(jobs)
+    examples, min_frames = _aligner_examples(jobs, work, sil)
+    start = time.time()
+    aligner = _train_aligner(examples, work / "aligner", opts, sil)
+    train_seconds = time.time() - start
+    results = aligner.align_batch(
+        [e["mel"] for e in examples],
+        [e["phonemes"] for e in examples],
+        min_frames=min_frames,
+        on_error="return",
+    )
+    scoring, confidence = _Scoring(exact_ref), {}
+    for (split, u, tokens, _, n_frames), res in zip(jobs, results, strict=True):
+        if isinstance(res, AlignmentError):
+            durations[u.id] = f"alignment failure: {res}"
+            continue
+        d = np.asarray(res.durations, np.int32)
+        if int(d.sum()) != n_frames:
+            durations[u.id] = f"alignment failure: durations sum {int(d.sum())} != {n_frames}"
+            continue
+        durations[u.id] = d
+        confidence.setdefault(split, []).append(res.confidence)
+        scoring.add(u.id, split, tokens, d)
+    report = {
+        "utterances": len(jobs),
+        "train_seconds": round(train_seconds, 1),
+        "align_seconds": round(time.time() - start - train_seconds, 1),
+        "min_frames": _MIN_FRAMES,
+        # mean per-token log-prob of the Viterbi path over the utterance's tokens: about
+        # -log(tokens) (-3.5 for 35) when the emissions are no better than uniform
+        "confidence_by_split": {s: round(float(np.mean(c)), 3) for s, c in confidence.items()},
+    }
+    return scoring.finish(report, work, "built-in aligner")
+
+
 _SPHINX = None  # one decoder per worker process
 
 
 def _sphinx_job(job: tuple) -> tuple[str, Any, dict | None]:
     """Worker: (id, cache npz, text, tokens, n_frames) -> (id, durations | reason, stats)."""
     global _SPHINX
-    from naturalspeech2_jax.align import sphinx
-    from naturalspeech2_jax.text.g2p import is_phoneme
-
     utt_id, cache, text, tokens, n_frames = job
     if _SPHINX is None:
         _SPHINX = sphinx.SphinxAligner()
@@ -659,57 +820,32 @@ def _run_sphinx(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, e
     share of pocketsphinx's phones that equal our espeak phonemes' ARPAbet units, per split
     (low means the transcript and the audio disagree, or the G2P front-ends do), and the
     boundary error against exact timings where the corpus has them."""
-    from naturalspeech2_jax.align.viterbi import boundary_errors_ms
-
     start = time.time()
-    by_id = {u.id: (split, u, tokens) for split, u, tokens, _, _ in jobs}
+    by_id = {u.id: (split, tokens) for split, u, tokens, _, _ in jobs}
     work_items = [
-        (u.id, os.fspath(work / split / f"{u.id}.npz"), u.text, list(tokens), int(n))
+        (u.id, _cache_path(work, split, u.id), u.text, list(tokens), int(n))
         for split, u, tokens, _, n in jobs
     ]
     workers = max(1, min(opts.num_workers or os.cpu_count() or 1, len(work_items)))
-    bar = tqdm(total=len(work_items), desc="pocketsphinx", unit="utt", disable=not opts.progress)
-    results = []
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for r in pool.imap_unordered(_sphinx_job, work_items, chunksize=8):
-                results.append(r)
-                bar.update(1)
-    else:
-        for item in work_items:
-            results.append(_sphinx_job(item))
-            bar.update(1)
-    bar.close()
-    match: dict[str, list[float]] = {}
-    errors, shown = [], None
+    results = _map_in_workers(
+        _sphinx_job, work_items, workers, 8, desc="pocketsphinx", progress=opts.progress
+    )
+    scoring, match = _Scoring(exact_ref), {}
     for utt_id, d, stats in sorted(results, key=lambda r: r[0]):
         durations[utt_id] = d
         if isinstance(d, str):
             continue
-        split, u, tokens = by_id[utt_id]
+        split, tokens = by_id[utt_id]
         match.setdefault(split, []).append(stats["exact_match_share"])
-        if utt_id in exact_ref:
-            errors.append(boundary_errors_ms(d, exact_ref[utt_id]))
-        if shown is None or (utt_id in exact_ref and shown[0] not in exact_ref):
-            shown = (utt_id, split, tokens, d)
+        scoring.add(utt_id, split, tokens, d)
     report: dict[str, Any] = {
         "model": "pocketsphinx en-us (pretrained HMM, CMUdict + espeak-ng for missing words)",
         "utterances": len(jobs),
         "align_seconds": round(time.time() - start, 1),
-        "min_frames": "1 per phoneme, 0 for <sil>, <wb> and punctuation",
+        "min_frames": _MIN_FRAMES,
         "phone_match_by_split": {s: round(float(np.mean(m)), 3) for s, m in match.items()},
     }
-    if errors:
-        report["boundary_error_ms"] = _error_summary(np.concatenate(errors))
-    if shown is not None:
-        utt_id, split, tokens, d = shown
-        with np.load(os.fspath(work / split / f"{utt_id}.npz")) as f:
-            mel = f["mel"].astype(np.float32)
-        _plot_alignment(
-            work / "alignment.png", utt_id, tokens, mel, d, exact_ref.get(utt_id), "pocketsphinx"
-        )
-        report["figure"] = "alignment.png"
-    return report
+    return scoring.finish(report, work, "pocketsphinx")
 
 
 def _error_summary(all_err: np.ndarray) -> dict[str, float]:
@@ -726,11 +862,7 @@ def _plot_alignment(
     path, utt_id, tokens, mel, durations, exact=None, label="built-in aligner"
 ) -> None:
     """Mel spectrogram with the aligner's phoneme boundaries (white) and exact ones (red)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(8, len(mel) / 40), 3.5))
     ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma")
     ends = np.cumsum(durations)

@@ -53,10 +53,22 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.data.espeak import synthesize_fresh
+from naturalspeech2_jax.text.g2p import (
+    G2P,
+    PUNCTUATION_TOKENS,
+    TOKEN_CONVENTION,
+    espeak_version,
+    is_phoneme,
+)
+from naturalspeech2_jax.text.normalize import normalize_text
+from naturalspeech2_jax.text.vocab import default_vocab
 
 __all__ = [
     "SAMPLE_RATE",
@@ -68,7 +80,6 @@ __all__ = [
     "timings_from_events",
 ]
 
-SAMPLE_RATE = 16_000
 GENERATOR_VERSION = "ns2-espeak-corpus/1"
 MANIFEST = "manifest.json"
 _MAX_SENTENCE_TRIES = 25
@@ -287,8 +298,6 @@ def timings_from_events(
     tokens. Pause attribution follows the module docstring; the intervals are contiguous and cover
     ``[0, num_samples]``.
     """
-    from naturalspeech2_jax.text.g2p import PUNCTUATION_TOKENS, is_phoneme
-
     phone_positions = [i for i, t in enumerate(tokens) if is_phoneme(t)]
     phone_events = [(j, e) for j, e in enumerate(events) if e.name]
     expected = [tokens[i] for i in phone_positions]
@@ -369,89 +378,125 @@ _G2P_CACHE: dict[str, Any] = {}
 
 def _g2p():
     if "g2p" not in _G2P_CACHE:
-        from naturalspeech2_jax.text.g2p import G2P
-
         _G2P_CACHE["g2p"] = G2P("en-us")
     return _G2P_CACHE["g2p"]
 
 
 def _speaker_job(job: dict[str, Any]) -> dict[str, Any]:
     """Synthesise ``job['count']`` utterances of one speaker; returns their records."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    from naturalspeech2_jax.data.espeak import synthesize_fresh
-    from naturalspeech2_jax.text.normalize import normalize_text
-
     spk = SpeakerSpec(**job["speaker"])
-    sentences: list[str] = job["sentences"]
     split_dir = os.path.join(job["out_dir"], spk.split)
     os.makedirs(os.path.join(split_dir, spk.name), exist_ok=True)
     os.makedirs(os.path.join(split_dir, "alignments"), exist_ok=True)
-    g2p = _g2p()
     records, skipped = [], []
     candidates = iter(job["order"])
     for utt_index in range(job["count"]):
         utt = f"{spk.name}-{utt_index + 1:04d}"
-        for attempt in range(_MAX_SENTENCE_TRIES):
-            text = sentences[next(candidates)]
-            rng = np.random.default_rng([job["seed"], job["speaker_index"], utt_index, attempt])
-            tokens = g2p.phonemize(text)
-            result = synthesize_fresh(
-                normalize_text(text),
-                voice=spk.voice,
-                rate=int(np.clip(spk.rate + rng.integers(-8, 9), 80, 450)),
-                pitch=int(np.clip(spk.pitch + rng.integers(-4, 5), 0, 100)),
-                pitch_range=int(np.clip(spk.pitch_range + rng.integers(-5, 6), 0, 100)),
-                seed=int(rng.integers(2**31 - 1)),
-            )
-            try:
-                timings = timings_from_events(tokens, result.events, len(result.audio))
-                break
-            except ValueError as err:
-                skipped.append({"utt": utt, "text": text, "reason": str(err)[:300]})
-        else:
-            raise RuntimeError(
-                f"{spk.name}: {_MAX_SENTENCE_TRIES} sentences in a row disagreed with the G2P; "
-                "the espeak-ng data and phonemizer are out of step (reinstall espeakng-loader)."
-            )
-        sr = result.sample_rate
-        lead = int(round(rng.uniform(0.15, 0.35) * sr))
-        tail = int(round(rng.uniform(0.15, 0.35) * sr))
-        audio = np.concatenate(
-            [np.zeros(lead, np.float32), result.audio, np.zeros(tail, np.float32)]
+        text, result, timings, rng = _synthesise_agreeing_sentence(
+            job, spk, utt, utt_index, candidates, skipped
         )
-        # 22050 -> 16000 Hz is the rational factor 320/441.
-        audio = resample_poly(audio, 320, 441).astype(np.float32)
-        peak = float(np.max(np.abs(audio))) or 1.0
-        audio *= rng.uniform(0.55, 0.9) / peak
-        # A faint noise floor: real recordings never have digital silence, and log-mel / pitch
-        # extraction downstream should not see exact zeros.
-        audio += rng.normal(0.0, 3e-5, audio.shape).astype(np.float32)
-        audio = np.clip(audio, -1.0, 1.0)
+        audio, lead = _as_recording(result.audio, result.sample_rate, rng)
         duration = len(audio) / SAMPLE_RATE
-        entries = []
-        for token, _start, end in timings:
-            start_s = 0.0 if not entries else entries[-1]["end_s"]
-            end_s = min(round((end + lead) / sr, 6), duration)
-            entries.append({"token": token, "start_s": start_s, "end_s": max(end_s, start_s)})
-        entries[-1]["end_s"] = round(duration, 6)
-        sf.write(os.path.join(split_dir, spk.name, f"{utt}.flac"), audio, SAMPLE_RATE,
-                 format="FLAC", subtype="PCM_16")  # fmt: skip
-        alignment = {
-            "utt": utt,
-            "speaker": spk.name,
-            "transcript": text,
-            "sample_rate": SAMPLE_RATE,
-            "num_samples": len(audio),
-            "duration_s": round(duration, 6),
-            "vocab_version": job["vocab_version"],
-            "tokens": entries,
-        }
-        with open(os.path.join(split_dir, "alignments", f"{utt}.json"), "w", encoding="utf-8") as f:
-            f.write(_alignment_json(alignment))
+        entries = _token_entries(timings, lead, result.sample_rate, duration)
+        _save_utterance(split_dir, spk.name, utt, text, audio, entries, job["vocab_version"])
         records.append({"utt": utt, "speaker": spk.name, "text": text, "duration_s": duration})
     return {"speaker": spk.name, "records": records, "skipped": skipped}
+
+
+def _synthesise_agreeing_sentence(
+    job: dict[str, Any],
+    spk: SpeakerSpec,
+    utt: str,
+    utt_index: int,
+    candidates: Iterator[int],
+    skipped: list[dict[str, str]],
+) -> tuple[str, Any, list[tuple[str, int, int]], np.random.Generator]:
+    """The next candidate sentence whose espeak-ng phonemes equal the G2P's (see the module
+    docstring): (text, synthesis, token timings, the attempt's generator, which goes on to draw
+    the recording's randomness). Each sentence that disagrees is added to ``skipped``."""
+    for attempt in range(_MAX_SENTENCE_TRIES):
+        text = job["sentences"][next(candidates)]
+        rng = np.random.default_rng([job["seed"], job["speaker_index"], utt_index, attempt])
+        tokens = _g2p().phonemize(text)
+        result = synthesize_fresh(
+            normalize_text(text),
+            voice=spk.voice,
+            rate=int(np.clip(spk.rate + rng.integers(-8, 9), 80, 450)),
+            pitch=int(np.clip(spk.pitch + rng.integers(-4, 5), 0, 100)),
+            pitch_range=int(np.clip(spk.pitch_range + rng.integers(-5, 6), 0, 100)),
+            seed=int(rng.integers(2**31 - 1)),
+        )
+        try:
+            return text, result, timings_from_events(tokens, result.events, len(result.audio)), rng
+        except ValueError as err:
+            skipped.append({"utt": utt, "text": text, "reason": str(err)[:300]})
+    raise RuntimeError(
+        f"{spk.name}: {_MAX_SENTENCE_TRIES} sentences in a row disagreed with the G2P; "
+        "the espeak-ng data and phonemizer are out of step (reinstall espeakng-loader)."
+    )
+
+
+def _as_recording(
+    espeak_audio: np.ndarray, sr: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """espeak-ng's audio made to look recorded: lead-in and tail silence, 16 kHz, a random peak
+    level and a faint noise floor. Returns the audio and the lead-in in espeak samples."""
+    from scipy.signal import resample_poly
+
+    lead = int(round(rng.uniform(0.15, 0.35) * sr))
+    tail = int(round(rng.uniform(0.15, 0.35) * sr))
+    audio = np.concatenate([np.zeros(lead, np.float32), espeak_audio, np.zeros(tail, np.float32)])
+    # 22050 -> 16000 Hz is the rational factor 320/441.
+    audio = resample_poly(audio, 320, 441).astype(np.float32)
+    peak = float(np.max(np.abs(audio))) or 1.0
+    audio *= rng.uniform(0.55, 0.9) / peak
+    # A faint noise floor: real recordings never have digital silence, and log-mel / pitch
+    # extraction downstream should not see exact zeros.
+    audio += rng.normal(0.0, 3e-5, audio.shape).astype(np.float32)
+    return np.clip(audio, -1.0, 1.0), lead
+
+
+def _token_entries(
+    timings: Sequence[tuple[str, int, int]], lead: int, sr: int, duration: float
+) -> list[dict[str, Any]]:
+    """Token intervals in espeak samples -> contiguous ``{"token", "start_s", "end_s"}`` in
+    seconds of the recording (shifted by the lead-in); the last one ends at ``duration``."""
+    entries: list[dict[str, Any]] = []
+    for token, _start, end in timings:
+        start_s = 0.0 if not entries else entries[-1]["end_s"]
+        end_s = min(round((end + lead) / sr, 6), duration)
+        entries.append({"token": token, "start_s": start_s, "end_s": max(end_s, start_s)})
+    entries[-1]["end_s"] = round(duration, 6)
+    return entries
+
+
+def _save_utterance(
+    split_dir: str,
+    speaker: str,
+    utt: str,
+    text: str,
+    audio: np.ndarray,
+    entries: list[dict[str, Any]],
+    vocab_version: str,
+) -> None:
+    """``<speaker>/<utt>.flac`` and ``alignments/<utt>.json`` under ``split_dir``."""
+    import soundfile as sf
+
+    duration = len(audio) / SAMPLE_RATE
+    sf.write(os.path.join(split_dir, speaker, f"{utt}.flac"), audio, SAMPLE_RATE,
+             format="FLAC", subtype="PCM_16")  # fmt: skip
+    alignment = {
+        "utt": utt,
+        "speaker": speaker,
+        "transcript": text,
+        "sample_rate": SAMPLE_RATE,
+        "num_samples": len(audio),
+        "duration_s": round(duration, 6),
+        "vocab_version": vocab_version,
+        "tokens": entries,
+    }
+    with open(os.path.join(split_dir, "alignments", f"{utt}.json"), "w", encoding="utf-8") as f:
+        f.write(_alignment_json(alignment))
 
 
 def _alignment_json(alignment: dict[str, Any]) -> str:
@@ -462,11 +507,6 @@ def _alignment_json(alignment: dict[str, Any]) -> str:
 
 
 # -- corpus --------------------------------------------------------------------------------------
-def _write_lines(path: str, lines: Sequence[str]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in lines)
-
-
 def generate_corpus(
     out_dir: str | os.PathLike[str],
     num_speakers: int = 24,
@@ -483,19 +523,7 @@ def generate_corpus(
     corpus with different settings raises ValueError; a partial one is regenerated.
     ``num_workers`` defaults to the CPU count; 1 runs in this process.
     """
-    from naturalspeech2_jax.text.g2p import TOKEN_CONVENTION, espeak_version
-    from naturalspeech2_jax.text.vocab import default_vocab
-
-    if not isinstance(utts_per_speaker, int) or not 1 <= utts_per_speaker <= 10_000:
-        raise ValueError(
-            f"utts_per_speaker must be an integer in [1, 10000], got {utts_per_speaker!r}."
-        )
-    if not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}.")
-    if num_workers is None:
-        num_workers = os.cpu_count() or 1
-    if not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}.")
+    num_workers = _checked_arguments(utts_per_speaker, seed, num_workers)
     speakers = make_speakers(num_speakers, num_heldout, seed)
     out_dir = os.fspath(out_dir)
     vocab = default_vocab()
@@ -511,39 +539,103 @@ def generate_corpus(
         "vocab_version": vocab.version,
     }
     manifest_path = os.path.join(out_dir, MANIFEST)
-    if os.path.isfile(manifest_path):
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        if manifest.get("config") == config:
-            return manifest
-        old = manifest.get("config") or {}
-        diff = {
-            k: f"{old.get(k)!r} there, {v!r} asked" for k, v in config.items() if old.get(k) != v
-        }
+    existing = _manifest_of_same_corpus(manifest_path, config, out_dir)
+    if existing is not None:
+        return existing
+    _clear_partial_corpus(out_dir)
+
+    start = time.time()
+    sentences = build_sentences(max(400, 2 * utts_per_speaker), seed)
+    jobs = _speaker_jobs(speakers, sentences, utts_per_speaker, seed, out_dir, vocab.version)
+    results = _run_speaker_jobs(jobs, num_workers, progress)
+    summary = _write_speaker_lists(out_dir, speakers, results)
+    vocab.save(os.path.join(out_dir, "vocab.json"))
+    manifest = {
+        "config": config,
+        "speakers": [dataclasses.asdict(s) for s in speakers],
+        "splits": summary,
+        "skipped_sentences": [s for r in results for s in r["skipped"]],
+        "generation_seconds": round(time.time() - start, 2),
+        "num_workers": num_workers,
+    }
+    tmp = manifest_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, manifest_path)  # written last: its presence marks a complete corpus
+    return manifest
+
+
+def _checked_arguments(utts_per_speaker: int, seed: int, num_workers: int | None) -> int:
+    """Fails on a bad argument (``make_speakers`` checks the speaker counts); returns the worker
+    count, the CPU count where ``num_workers`` is None."""
+    if not isinstance(utts_per_speaker, int) or not 1 <= utts_per_speaker <= 10_000:
         raise ValueError(
-            f"{out_dir} already holds a synthetic corpus made with other settings ({diff}); "
-            "delete it or choose another --out directory."
+            f"utts_per_speaker must be an integer in [1, 10000], got {utts_per_speaker!r}."
         )
+    if not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}.")
+    if num_workers is None:
+        num_workers = os.cpu_count() or 1
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}.")
+    return num_workers
+
+
+def _manifest_of_same_corpus(
+    manifest_path: str, config: dict[str, Any], out_dir: str
+) -> dict[str, Any] | None:
+    """The manifest of a complete corpus made with ``config`` already at ``out_dir``; None where
+    there is no complete corpus; ValueError where there is one made with other settings."""
+    if not os.path.isfile(manifest_path):
+        return None
+    with open(manifest_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("config") == config:
+        return manifest
+    old = manifest.get("config") or {}
+    diff = {k: f"{old.get(k)!r} there, {v!r} asked" for k, v in config.items() if old.get(k) != v}
+    raise ValueError(
+        f"{out_dir} already holds a synthetic corpus made with other settings ({diff}); "
+        "delete it or choose another --out directory."
+    )
+
+
+def _clear_partial_corpus(out_dir: str) -> None:
+    """An empty ``out_dir`` to write into. With no manifest, any train/heldout folders are
+    leftovers of an interrupted run."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"{out_dir} exists and is not a directory; choose another --out path.")
-    # No manifest: any train/heldout folders are leftovers of an interrupted run.
     for split in ("train", "heldout"):
         shutil.rmtree(os.path.join(out_dir, split), ignore_errors=True)
     os.makedirs(out_dir, exist_ok=True)
 
-    start = time.time()
-    sentences = build_sentences(max(400, 2 * utts_per_speaker), seed)
+
+def _speaker_jobs(
+    speakers: list[SpeakerSpec],
+    sentences: list[str],
+    utts_per_speaker: int,
+    seed: int,
+    out_dir: str,
+    vocab_version: str,
+) -> list[dict[str, Any]]:
+    """One ``_speaker_job`` per speaker, each with its own seeded order of candidate sentences:
+    enough for every utterance plus retries, cycling through the pool."""
     jobs = []
     for index, spk in enumerate(speakers):
         order = np.random.default_rng([seed, 3, index]).permutation(len(sentences))
-        # Enough candidates for every utterance plus retries, cycling through the pool.
-        needed = utts_per_speaker + _MAX_SENTENCE_TRIES
-        order = np.resize(order, needed).tolist()
+        order = np.resize(order, utts_per_speaker + _MAX_SENTENCE_TRIES).tolist()
         jobs.append({
             "speaker": dataclasses.asdict(spk), "speaker_index": index, "sentences": sentences,
             "order": order, "count": utts_per_speaker, "seed": seed, "out_dir": out_dir,
-            "vocab_version": vocab.version,
+            "vocab_version": vocab_version,
         })  # fmt: skip
+    return jobs
+
+
+def _run_speaker_jobs(
+    jobs: list[dict[str, Any]], num_workers: int, progress: bool
+) -> list[dict[str, Any]]:
+    """The jobs' results in job order, from ``num_workers`` processes (or this one for 1)."""
     results = []
     bar = None
     if progress:
@@ -568,7 +660,14 @@ def generate_corpus(
                     bar.update()
     if bar:
         bar.close()
+    return results
 
+
+def _write_speaker_lists(
+    out_dir: str, speakers: list[SpeakerSpec], results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The Kaldi lists (text, utt2spk, spk2utt, spk2gender) of each split; returns the manifest's
+    per-split summary."""
     by_speaker = {r["speaker"]: r for r in results}
     summary = {}
     for split in ("train", "heldout"):
@@ -599,20 +698,12 @@ def generate_corpus(
             "utterances": len(records),
             "hours": round(sum(r["duration_s"] for r in records) / 3600, 4),
         }
-    vocab.save(os.path.join(out_dir, "vocab.json"))
-    manifest = {
-        "config": config,
-        "speakers": [dataclasses.asdict(s) for s in speakers],
-        "splits": summary,
-        "skipped_sentences": [s for r in results for s in r["skipped"]],
-        "generation_seconds": round(time.time() - start, 2),
-        "num_workers": num_workers,
-    }
-    tmp = manifest_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, ensure_ascii=False, indent=1)
-    os.replace(tmp, manifest_path)  # written last: its presence marks a complete corpus
-    return manifest
+    return summary
+
+
+def _write_lines(path: str, lines: Sequence[str]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from naturalspeech2_jax.diffusion.sde import VPSDE, _bcast
+from naturalspeech2_jax.diffusion.sde import VPSDE, expand_like
 
 FRAME_KEYS = ("latent", "log_f0", "voiced", "codes")
 TOKEN_KEYS = ("phonemes", "durations")
@@ -74,7 +74,7 @@ def diffusion_terms(
     sq = jnp.square(z0_hat.astype(jnp.float32) - z0.astype(jnp.float32))
     data = masked_mean(sq, mask)
     w = score_weight(sde, t, score_weight_cap)
-    score = masked_mean(_bcast(w, sq) * sq, mask)
+    score = masked_mean(expand_like(w, sq) * sq, mask)
     return data, score
 
 

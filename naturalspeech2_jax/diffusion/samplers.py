@@ -28,6 +28,7 @@ Registry (``SAMPLERS``; network evaluations, NFE, per call):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,20 +59,43 @@ def _tvec(t: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jnp.full((shape[0],), t, jnp.float32)
 
 
-def euler_ode(
-    x0_fn: X0Fn,
-    shape: tuple[int, ...],
-    rng: jax.Array,
-    sde: VPSDE,
-    steps: int = 150,
-    temperature: float = 1 / 1.2,
-    guidance_scale: float = 1.0,
-    x0_uncond_fn: X0Fn | None = None,
-    t_end: float = 1e-3,
-    init: jax.Array | None = None,
-) -> jax.Array:
+def _sampler(default_steps: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: a sampler ``core(f, shape, rng, sde, steps, temperature, t_end, init)``, where
+    ``f`` is the (guided) x0 function, becomes a sampler with the signature of the module
+    docstring and ``steps`` defaulting to ``default_steps``."""
+
+    def wrap(core: Callable[..., Any]) -> Callable[..., Any]:
+        def sampler(
+            x0_fn: X0Fn,
+            shape: tuple[int, ...],
+            rng: jax.Array,
+            sde: VPSDE,
+            steps: int = default_steps,
+            temperature: float = 1 / 1.2,
+            guidance_scale: float = 1.0,
+            x0_uncond_fn: X0Fn | None = None,
+            t_end: float = 1e-3,
+            init: jax.Array | None = None,
+        ) -> Any:
+            f = guided(x0_fn, x0_uncond_fn, guidance_scale)
+            return core(f, shape, rng, sde, steps, temperature, t_end, init)
+
+        sampler.__name__, sampler.__qualname__ = core.__name__, core.__qualname__
+        sampler.__doc__ = core.__doc__
+        return sampler
+
+    return wrap
+
+
+def _steps_then_denoise(f: X0Fn, body, z: jax.Array, ts: jax.Array, steps: int, shape):
+    """``steps - 1`` steps ``z = body(i, z)`` from z_1, then the final denoising f(z, ts[-1])."""
+    z = jax.lax.fori_loop(0, steps - 1, body, z)
+    return f(z, _tvec(ts[-1], shape))
+
+
+@_sampler(150)
+def euler_ode(f, shape, rng, sde, steps, temperature, t_end, init):
     """Euler on dz/dt = -1/2 beta (z + score), t from 1 to t_end, then x0_fn(z, t_end)."""
-    f = guided(x0_fn, x0_uncond_fn, guidance_scale)
     ts = jnp.linspace(1.0, t_end, max(steps, 1))
     z = _start(sde, rng, shape, temperature, init)
 
@@ -80,24 +104,12 @@ def euler_ode(
         x0 = f(z, _tvec(t, shape))
         return z + (tn - t) * sde.ode_velocity(z, x0, t)
 
-    z = jax.lax.fori_loop(0, steps - 1, body, z)
-    return f(z, _tvec(ts[-1], shape))
+    return _steps_then_denoise(f, body, z, ts, steps, shape)
 
 
-def heun_ode(
-    x0_fn: X0Fn,
-    shape: tuple[int, ...],
-    rng: jax.Array,
-    sde: VPSDE,
-    steps: int = 20,
-    temperature: float = 1 / 1.2,
-    guidance_scale: float = 1.0,
-    x0_uncond_fn: X0Fn | None = None,
-    t_end: float = 1e-3,
-    init: jax.Array | None = None,
-) -> jax.Array:
+@_sampler(20)
+def heun_ode(f, shape, rng, sde, steps, temperature, t_end, init):
     """Heun's method on the probability-flow ODE over ``steps - 1`` intervals + final denoise."""
-    f = guided(x0_fn, x0_uncond_fn, guidance_scale)
     # Uniform in log-SNR: a uniform t grid wastes steps at large t and is too coarse near 0,
     # where low-variance data makes the ODE stiff (20 uniform steps: 6% std error).
     _, ts = _lambda_grid(sde, max(steps - 1, 1), t_end)
@@ -110,8 +122,7 @@ def heun_ode(
         d2 = sde.ode_velocity(z1, f(z1, _tvec(tn, shape)), tn)
         return z + (tn - t) * 0.5 * (d1 + d2)
 
-    z = jax.lax.fori_loop(0, steps - 1, body, z)
-    return f(z, _tvec(ts[-1], shape))
+    return _steps_then_denoise(f, body, z, ts, steps, shape)
 
 
 def _t_of_lambda(sde: VPSDE, lam: jax.Array) -> jax.Array:
@@ -133,11 +144,9 @@ def _lambda_grid(sde: VPSDE, intervals: int, t_end: float) -> tuple[jax.Array, j
     return lams, ts
 
 
-def _dpmpp_2m_setup(x0_fn, shape, rng, sde, steps, temperature, guidance_scale, x0_uncond_fn,
-                    t_end, init):  # fmt: skip
+def _dpmpp_2m_setup(f, shape, rng, sde, steps, temperature, t_end, init):
     """(step, initial carry, ts) of DPM-Solver++(2M); ``step(i, (z, x0_prev, h_prev))`` returns
     ((z_next, x0, h), x0). Shared by ``dpmpp_2m`` (fori_loop) and ``dpmpp_2m_trajectory`` (scan)."""
-    f = guided(x0_fn, x0_uncond_fn, guidance_scale)
     lams, ts = _lambda_grid(sde, steps, t_end)
 
     def step(i, carry):
@@ -157,55 +166,27 @@ def _dpmpp_2m_setup(x0_fn, shape, rng, sde, steps, temperature, guidance_scale, 
     return step, (z, jnp.zeros(shape, jnp.float32), 1.0), ts
 
 
-def dpmpp_2m(
-    x0_fn: X0Fn,
-    shape: tuple[int, ...],
-    rng: jax.Array,
-    sde: VPSDE,
-    steps: int = 20,
-    temperature: float = 1 / 1.2,
-    guidance_scale: float = 1.0,
-    x0_uncond_fn: X0Fn | None = None,
-    t_end: float = 1e-3,
-    init: jax.Array | None = None,
-) -> jax.Array:
+@_sampler(20)
+def dpmpp_2m(f, shape, rng, sde, steps, temperature, t_end, init):
     """DPM-Solver++(2M): ``steps`` steps uniform in log-SNR from t=1 to t_end, NFE = steps."""
-    step, carry, _ = _dpmpp_2m_setup(
-        x0_fn, shape, rng, sde, steps, temperature, guidance_scale, x0_uncond_fn, t_end, init
-    )
+    step, carry, _ = _dpmpp_2m_setup(f, shape, rng, sde, steps, temperature, t_end, init)
     z, _, _ = jax.lax.fori_loop(0, steps, lambda i, c: step(i, c)[0], carry)
     return z
 
 
-def dpmpp_2m_trajectory(x0_fn: X0Fn, shape: tuple[int, ...], rng: jax.Array, sde: VPSDE,
-                        steps: int = 20, temperature: float = 1 / 1.2, guidance_scale: float = 1.0,
-                        x0_uncond_fn: X0Fn | None = None, t_end: float = 1e-3,
-                        init: jax.Array | None = None,
-                        ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
+@_sampler(20)
+def dpmpp_2m_trajectory(f, shape, rng, sde, steps, temperature, t_end, init):
     """``dpmpp_2m`` that also returns the denoiser's x0 at every step: (z0, x0s [steps, ...],
     ts [steps]), the same z0 as ``dpmpp_2m`` with the same arguments. For diagnosis: at which
     noise level a sample leaves what the condition says (``launch/probe_diffusion.py``)."""
-    step, carry, ts = _dpmpp_2m_setup(
-        x0_fn, shape, rng, sde, steps, temperature, guidance_scale, x0_uncond_fn, t_end, init
-    )
+    step, carry, ts = _dpmpp_2m_setup(f, shape, rng, sde, steps, temperature, t_end, init)
     (z, _, _), x0s = jax.lax.scan(lambda c, i: step(i, c), carry, jnp.arange(steps))
     return z, x0s, ts[:steps]
 
 
-def euler_maruyama(
-    x0_fn: X0Fn,
-    shape: tuple[int, ...],
-    rng: jax.Array,
-    sde: VPSDE,
-    steps: int = 500,
-    temperature: float = 1 / 1.2,
-    guidance_scale: float = 1.0,
-    x0_uncond_fn: X0Fn | None = None,
-    t_end: float = 1e-3,
-    init: jax.Array | None = None,
-) -> jax.Array:
+@_sampler(500)
+def euler_maruyama(f, shape, rng, sde, steps, temperature, t_end, init):
     """Euler-Maruyama on the reverse SDE dz = [f - g^2 score] dt + g dw, then x0_fn(z, t_end)."""
-    f = guided(x0_fn, x0_uncond_fn, guidance_scale)
     ts = jnp.linspace(1.0, t_end, max(steps, 1))
     k0, kloop = jax.random.split(rng)
     z = _start(sde, k0, shape, temperature, init)
@@ -219,8 +200,7 @@ def euler_maruyama(
         noise = jax.random.normal(jax.random.fold_in(kloop, i), shape, jnp.float32)
         return z + h * (0.5 * beta * z + beta * score) + jnp.sqrt(beta * h) * noise
 
-    z = jax.lax.fori_loop(0, steps - 1, body, z)
-    return f(z, _tvec(ts[-1], shape))
+    return _steps_then_denoise(f, body, z, ts, steps, shape)
 
 
 def ddim_encode(

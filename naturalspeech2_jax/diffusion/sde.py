@@ -42,26 +42,26 @@ class VPSDE:
     def marginal(self, z0: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean [B, ...] and std [B] of p(z_t | z_0); t is [B]."""
         alpha, sigma = self.alpha_sigma(t)
-        return _bcast(alpha, z0) * z0, sigma
+        return expand_like(alpha, z0) * z0, sigma
 
     def perturb(self, z0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
         """z_t = alpha_t z0 + sigma_t noise."""
         alpha, sigma = self.alpha_sigma(t)
-        return _bcast(alpha, z0) * z0 + _bcast(sigma, z0) * noise
+        return expand_like(alpha, z0) * z0 + expand_like(sigma, z0) * noise
 
     def score_from_x0(self, z_t: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array:
         """Score of p(z_t) implied by an x0 prediction: -(z_t - alpha x0) / sigma^2."""
         alpha, sigma = self.alpha_sigma(t)
-        return -(z_t - _bcast(alpha, z_t) * x0) / _bcast(sigma**2, z_t)
+        return -(z_t - expand_like(alpha, z_t) * x0) / expand_like(sigma**2, z_t)
 
     def drift_diffusion(self, z: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Forward SDE drift f(z, t) = -1/2 beta z and diffusion g(t) = sqrt(beta)."""
         beta = self.beta(jnp.asarray(t, jnp.float32))
-        return -0.5 * _bcast(beta, z) * z, jnp.sqrt(beta)
+        return -0.5 * expand_like(beta, z) * z, jnp.sqrt(beta)
 
     def ode_velocity(self, z: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array:
         """Probability-flow ODE dz/dt = -1/2 beta (z + score)."""
-        beta = _bcast(self.beta(jnp.asarray(t, jnp.float32)), z)
+        beta = expand_like(self.beta(jnp.asarray(t, jnp.float32)), z)
         return -0.5 * beta * (z + self.score_from_x0(z, x0, t))
 
     def prior_sample(self, rng: jax.Array, shape: tuple[int, ...], std: float = 1.0) -> jax.Array:
@@ -69,7 +69,7 @@ class VPSDE:
         return std * jax.random.normal(rng, shape, jnp.float32)
 
 
-def _bcast(v: jax.Array, like: jax.Array) -> jax.Array:
+def expand_like(v: jax.Array, like: jax.Array) -> jax.Array:
     """Broadcast a per-example [B] (or scalar) array against [B, ...]."""
     v = jnp.asarray(v)
     if v.ndim == 0:

@@ -25,6 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
+from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.audio.io import resample
 from naturalspeech2_jax.evaluation.normalize_text import normalize_text
 from naturalspeech2_jax.evaluation.plugins import (
     EvaluatorUnavailable,
@@ -32,8 +34,6 @@ from naturalspeech2_jax.evaluation.plugins import (
     require_path,
     split_spec,
 )
-
-SAMPLE_RATE = 16_000
 
 
 class ASR(Protocol):
@@ -48,11 +48,7 @@ def _resample(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
         raise ValueError(f"expected mono audio of shape [samples], got {wav.shape}")
-    if sample_rate == SAMPLE_RATE:
-        return wav
-    import librosa
-
-    return librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
+    return resample(wav, sample_rate, SAMPLE_RATE)
 
 
 def ort_session_options(num_threads: int = 1):

@@ -14,7 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.audio.features import METRIC_MEL, log_mel_spectrogram
+from naturalspeech2_jax.audio.io import resample
+from naturalspeech2_jax.evaluation.opus import opus_roundtrip
 
 
 class Codec(Protocol):
@@ -39,10 +42,7 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = SAMP
 
     ref, deg = _pair(reference, degraded)
     if sample_rate != SAMPLE_RATE:
-        import librosa
-
-        ref = librosa.resample(ref, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
-        deg = librosa.resample(deg, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        ref, deg = resample(ref, sample_rate, SAMPLE_RATE), resample(deg, sample_rate, SAMPLE_RATE)
     try:
         return float(pesq(SAMPLE_RATE, ref, deg, "wb"))
     except PesqError:
@@ -60,25 +60,22 @@ def stoi(reference: np.ndarray, degraded: np.ndarray, sample_rate: int = SAMPLE_
 def log_mel(
     wav: np.ndarray,
     sample_rate: int = SAMPLE_RATE,
-    n_fft: int = 1024,
-    hop: int = 200,
-    n_mels: int = 80,
+    n_fft: int = METRIC_MEL.n_fft,
+    hop: int = METRIC_MEL.hop_length,
+    n_mels: int = METRIC_MEL.n_mels,
 ) -> np.ndarray:
-    """Natural-log magnitude mel spectrogram [n_mels, frames], floored at 1e-5."""
-    import librosa
-
-    mel = librosa.feature.melspectrogram(
-        y=np.asarray(wav, dtype=np.float32),
-        sr=sample_rate,
+    """Natural-log magnitude mel spectrogram [n_mels, frames], floored at 1e-5: ``METRIC_MEL``
+    (librosa's framing, 1 + len // hop frames) with these overrides."""
+    mel = log_mel_spectrogram(
+        np.asarray(wav, dtype=np.float32),
+        METRIC_MEL,
+        sample_rate=sample_rate,
         n_fft=n_fft,
-        hop_length=hop,
         win_length=n_fft,
+        hop_length=hop,
         n_mels=n_mels,
-        power=1.0,
-        fmin=0.0,
-        fmax=sample_rate / 2,
     )
-    return np.log(np.maximum(mel, 1e-5))
+    return mel.T
 
 
 def mel_distance(
@@ -153,7 +150,7 @@ def _row(system: str, setting: str, kbps: float, per_file: Sequence[dict[str, fl
 
 
 def codec_bitrate_kbps(
-    n_quantizers: int, codebook_size: int = 1024, frame_rate: float = SAMPLE_RATE / 200
+    n_quantizers: int, codebook_size: int = 1024, frame_rate: float = SAMPLE_RATE / HOP_LENGTH
 ) -> float:
     """Nominal bitrate of residual VQ: n_quantizers x log2(codebook) bits per frame."""
     return n_quantizers * math.log2(codebook_size) * frame_rate / 1000.0
@@ -166,7 +163,7 @@ def codec_table(
     opus_kbps: Sequence[float] | None = None,
     *,
     codebook_size: int = 1024,
-    frame_rate: float = SAMPLE_RATE / 200,
+    frame_rate: float = SAMPLE_RATE / HOP_LENGTH,
     opus_backend: str | None = None,
     sample_rate: int = SAMPLE_RATE,
     codec_name: str = "codec",
@@ -187,8 +184,6 @@ def codec_table(
     else:
         targets = list(opus_kbps)
     if targets:
-        from naturalspeech2_jax.evaluation.opus import opus_roundtrip
-
         for target in targets:
             per_file, bits, seconds = [], 0.0, 0.0
             for w in wavs:

@@ -8,8 +8,8 @@ Kaldi-style directory (``text``, ``utt2spk``, audio at ``<speaker>/<utt>.flac`` 
 or from a prepared dataset (:func:`pairs_from_prepared`), whose phoneme durations make prosody
 phoneme-level.
 
-The reader here is deliberately small (evaluation only needs text, speaker and audio path); the
-project's general corpus readers live in ``naturalspeech2_jax.data``.
+Kaldi directories are read with the project's corpus reader (``data.readers.read_kaldi``) and
+audio with ``audio.io.load_audio``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ import random
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import soundfile as sf
 
-SAMPLE_RATE = 16_000
-AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".mp3")
+from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.audio import io as audio_io
+from naturalspeech2_jax.data.pipeline import open_split
+from naturalspeech2_jax.data.readers import AUDIO_EXTENSIONS, read_kaldi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +46,7 @@ class TestPair:
     """One zero-shot test case; the prompt is ``prompt_seconds`` of audio from ``prompt_start``.
 
     ``prompt_seconds`` of None (or 0) means the whole prompt file. Durations (frames per phoneme,
-    hop 200), when known, enable phoneme-level prosody metrics.
+    hop ``HOP_LENGTH``), when known, enable phoneme-level prosody metrics.
     """
 
     pair_id: str
@@ -57,44 +60,21 @@ class TestPair:
     prompt_durations: tuple[int, ...] | None = None
 
 
-def _read_kaldi_map(path: pathlib.Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            key, _, value = line.partition(" ")
-            out[key] = value.strip()
-    return out
-
-
-def _find_audio(root: pathlib.Path, speaker: str, utt_id: str) -> pathlib.Path | None:
-    for folder in (root / speaker, root):
-        for ext in AUDIO_EXTENSIONS:
-            candidate = folder / (utt_id + ext)
-            if candidate.exists():
-                return candidate
-    return None
-
-
 def read_kaldi_dir(corpus_dir: str | os.PathLike) -> list[Utterance]:
-    """Utterances of a Kaldi-style directory with ``text`` and ``utt2spk`` (audio must exist)."""
-    import soundfile as sf
-
+    """Utterances of a Kaldi-style directory, sorted by id (``data.readers.read_kaldi``: ``text``
+    plus ``utt2spk`` and/or ``wav.scp``; without ``wav.scp`` the audio is ``<speaker>/<utt>.<ext>``
+    or ``<utt>.<ext>``). Utterances without usable audio or transcript are skipped.
+    """
     root = pathlib.Path(corpus_dir)
-    texts = _read_kaldi_map(root / "text")
-    utt2spk = _read_kaldi_map(root / "utt2spk")
     utterances = []
-    missing = []
-    for utt_id in sorted(texts):
-        speaker = utt2spk.get(utt_id, utt_id)
-        audio = _find_audio(root, speaker, utt_id)
-        if audio is None:
-            missing.append(utt_id)
-            continue
-        seconds = sf.info(str(audio)).duration
-        utterances.append(Utterance(utt_id, speaker, texts[utt_id], str(audio), seconds))
+    for u in sorted(read_kaldi(root), key=lambda u: u.id):
+        if u.start is not None or u.end is not None:
+            raise ValueError(
+                f"{root}: utterance {u.id} is a segment of {u.audio_path} (Kaldi 'segments'); "
+                "evaluation needs one audio file per utterance."
+            )
+        seconds = sf.info(str(u.audio_path)).duration
+        utterances.append(Utterance(u.id, u.speaker, u.text, str(u.audio_path), seconds))
     if not utterances:
         raise FileNotFoundError(f"no audio found for the utterances listed in {root / 'text'}")
     return utterances
@@ -151,7 +131,7 @@ def make_pairs(
 
 
 def snap_prompt_to_phonemes(
-    durations: Sequence[int], start_seconds: float, prompt_seconds: float, hop: int = 200
+    durations: Sequence[int], start_seconds: float, prompt_seconds: float, hop: int = HOP_LENGTH
 ) -> tuple[float, float, tuple[int, ...]]:
     """A prompt crop on phoneme boundaries: (start s, length s, the crop's phoneme durations).
 
@@ -189,10 +169,6 @@ def pairs_from_prepared(
     sides carry durations, so prosody is measured at the phoneme level (as in the paper). The
     audio of the chosen utterances is written as 16-bit WAV under ``audio_dir``.
     """
-    import soundfile as sf
-
-    from naturalspeech2_jax.data.pipeline import open_split
-
     source = open_split(dataset_dir, split)
     utterances, durations, index = [], {}, {}
     for i in range(len(source)):
@@ -205,7 +181,7 @@ def pairs_from_prepared(
                 _text(ex["speaker"]),
                 _text(ex["text"]),
                 str(pathlib.Path(audio_dir) / f"{utt_id}.wav"),
-                frames * 200 / SAMPLE_RATE,
+                frames * HOP_LENGTH / SAMPLE_RATE,
             )
         )
         durations[utt_id] = tuple(int(d) for d in ex["durations"])
@@ -316,15 +292,9 @@ def load_audio(
     start: float = 0.0,
     seconds: float | None = None,
 ) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate``, optionally a crop [start, start + seconds)."""
-    import soundfile as sf
-
-    wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    wav = wav.mean(axis=1)
-    if sr != sample_rate:
-        import librosa
-
-        wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate)
+    """Mono float32 audio at ``sample_rate`` (``audio.io.load_audio``), optionally a crop
+    [start, start + seconds) (cut after resampling, in samples at ``sample_rate``)."""
+    wav = audio_io.load_audio(path, target_sr=sample_rate)
     begin = int(round(start * sample_rate))
     end = None if not seconds else begin + int(round(seconds * sample_rate))
     return np.ascontiguousarray(wav[begin:end], dtype=np.float32)

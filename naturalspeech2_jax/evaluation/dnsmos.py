@@ -14,7 +14,9 @@ import threading
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.audio.io import resample
+from naturalspeech2_jax.evaluation.asr import ort_session_options
 
 
 def _speechmos_dir() -> pathlib.Path:
@@ -30,8 +32,6 @@ class DNSMOS:
     def __init__(self, num_threads: int = 1) -> None:
         import onnxruntime as ort
         from speechmos import dnsmos as speechmos_dnsmos
-
-        from naturalspeech2_jax.evaluation.asr import ort_session_options
 
         models = _speechmos_dir() / "dnsmos_models"
         options = ort_session_options(num_threads)
@@ -51,11 +51,7 @@ class DNSMOS:
 
     def score(self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict[str, float]:
         """DNSMOS of one utterance: keys ``ovrl``, ``sig``, ``bak``, ``p808``."""
-        wav = np.asarray(wav, dtype=np.float32)
-        if sample_rate != SAMPLE_RATE:
-            import librosa
-
-            wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        wav = resample(np.asarray(wav, dtype=np.float32), sample_rate, SAMPLE_RATE)
         if len(wav) == 0 or not np.any(wav):
             raise ValueError("DNSMOS needs non-silent audio")
         # speechmos rejects samples outside [-1, 1]; generated audio may overshoot slightly.

@@ -23,8 +23,11 @@ import subprocess
 import tempfile
 
 import numpy as np
+import soundfile as sf
 
-SAMPLE_RATE = 16_000
+from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.audio.io import resample
+
 _SNDFILE_MIN_BPS, _SNDFILE_MAX_BPS = 6_000, 256_000
 
 
@@ -60,8 +63,6 @@ def opus_payload_kbps(ogg_bytes: bytes, duration_s: float) -> float:
 
 
 def _soundfile_roundtrip(wav: np.ndarray, target_kbps: float) -> tuple[np.ndarray, bytes]:
-    import soundfile as sf
-
     bps = float(np.clip(target_kbps * 1000.0, _SNDFILE_MIN_BPS, _SNDFILE_MAX_BPS))
     level = 1.0 - (bps - _SNDFILE_MIN_BPS) / (_SNDFILE_MAX_BPS - _SNDFILE_MIN_BPS)
     buffer = io.BytesIO()
@@ -75,8 +76,6 @@ def _soundfile_roundtrip(wav: np.ndarray, target_kbps: float) -> tuple[np.ndarra
 
 
 def _ffmpeg_roundtrip(wav: np.ndarray, target_kbps: float) -> tuple[np.ndarray, bytes]:
-    import soundfile as sf
-
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise OpusUnavailable(
@@ -102,8 +101,6 @@ def opus_available(backend: str | None = None) -> bool:
     backend = backend or "soundfile"
     if backend == "ffmpeg":
         return shutil.which("ffmpeg") is not None
-    import soundfile as sf
-
     return "OPUS" in sf.available_subtypes("OGG")
 
 
@@ -119,9 +116,7 @@ def opus_roundtrip(
     """
     wav = np.asarray(wav, dtype=np.float32).ravel()
     if sample_rate != SAMPLE_RATE:
-        import librosa
-
-        wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        wav = resample(wav, sample_rate, SAMPLE_RATE)
     backend = backend or "soundfile"
     if backend == "soundfile":
         if not opus_available("soundfile"):
@@ -136,7 +131,5 @@ def opus_roundtrip(
     if decoded.size < wav.size:
         decoded = np.pad(decoded, (0, wav.size - decoded.size))
     if sample_rate != SAMPLE_RATE:
-        import librosa
-
-        decoded = librosa.resample(decoded, orig_sr=SAMPLE_RATE, target_sr=sample_rate)
+        decoded = resample(decoded, SAMPLE_RATE, sample_rate)
     return decoded, kbps

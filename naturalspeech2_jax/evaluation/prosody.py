@@ -23,8 +23,9 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import stats
 
-SAMPLE_RATE = 16_000
-HOP = 200
+from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+
+HOP = HOP_LENGTH  # the codec hop, under the name callers of this module use
 STAT_NAMES = ("mean", "std", "skew", "kurt")
 
 

@@ -215,12 +215,7 @@ def plot_report(result: Mapping[str, Any], out_dir: str | os.PathLike) -> list[s
         ax.set_xticklabels(speakers, rotation=90, fontsize=7)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "per_speaker.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(str(path))
+    written.append(_save(plt, fig, axes, out / "per_speaker.png"))
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     for ax, (key, label) in zip(axes[0], metrics, strict=True):
@@ -235,10 +230,14 @@ def plot_report(result: Mapping[str, Any], out_dir: str | os.PathLike) -> list[s
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("utterances")
+    written.append(_save(plt, fig, axes, out / "distributions.png"))
+    return written
+
+
+def _save(plt, fig, axes, path: pathlib.Path) -> str:
+    """Legend on the first panel, then the PNG; the figure is closed."""
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    path = out / "distributions.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    written.append(str(path))
-    return written
+    return str(path)

@@ -15,14 +15,14 @@ import warnings
 
 import numpy as np
 
+from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.audio.io import resample
 from naturalspeech2_jax.evaluation.plugins import (
     EvaluatorUnavailable,
     require_module,
     require_path,
     split_spec,
 )
-
-SAMPLE_RATE = 16_000
 
 
 class SpeakerEncoder:
@@ -43,11 +43,7 @@ class SpeakerEncoder:
 
     def embed(self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """d-vector of one utterance (silence trimmed by resemblyzer's VAD, volume normalised)."""
-        wav = np.asarray(wav, dtype=np.float32)
-        if sample_rate != SAMPLE_RATE:
-            import librosa
-
-            wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        wav = _at_16k(wav, sample_rate)
         with self._lock:
             processed = self._preprocess(wav, source_sr=SAMPLE_RATE)
             if len(processed) < SAMPLE_RATE // 10:
@@ -117,12 +113,7 @@ class SpeechBrainSpeakerEncoder:
 
 
 def _at_16k(wav: np.ndarray, sample_rate: int) -> np.ndarray:
-    wav = np.asarray(wav, dtype=np.float32)
-    if sample_rate != SAMPLE_RATE:
-        import librosa
-
-        wav = librosa.resample(wav, orig_sr=sample_rate, target_sr=SAMPLE_RATE)
-    return wav
+    return resample(np.asarray(wav, dtype=np.float32), sample_rate, SAMPLE_RATE)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

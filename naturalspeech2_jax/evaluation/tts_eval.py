@@ -27,10 +27,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from naturalspeech2_jax import SAMPLE_RATE
 from naturalspeech2_jax.evaluation import prosody
+from naturalspeech2_jax.evaluation.asr import get_asr, word_error_rate
 from naturalspeech2_jax.evaluation.corpus import TestPair, load_audio
+from naturalspeech2_jax.evaluation.dnsmos import get_dnsmos
+from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable
+from naturalspeech2_jax.evaluation.report import summarize_records
+from naturalspeech2_jax.evaluation.speaker import cosine_similarity, get_speaker_encoder
 
-SAMPLE_RATE = 16_000
 FAILURE_WER = 0.5
 
 
@@ -64,7 +69,7 @@ LOADERS = {
         ("naturalspeech2_jax.inference", "Synthesizer"),
     ),
     "codec": (
-        ("naturalspeech2_jax.codec_api", "Codec"),
+        ("naturalspeech2_jax.inference.codec", "Codec"),
         ("naturalspeech2_jax.inference", "load_codec"),
     ),
 }
@@ -96,7 +101,7 @@ def _load_object(kind: str, checkpoint: str, **kwargs: Any) -> Any:
 def as_codec_resynthesis(codec: Any) -> Callable[..., np.ndarray]:
     """``f(wav, n_quantizers=None) -> wav`` from a codec object or callable.
 
-    Accepts a :mod:`naturalspeech2_jax.codec_api` ``Codec`` (``encode(wav, n_q)`` +
+    Accepts a :mod:`naturalspeech2_jax.inference.codec` ``Codec`` (``encode(wav, n_q)`` +
     ``decode_codes(codes)``), any object with ``resynth(wav)``, or a callable ``f(wav, n_q)``.
     The output is trimmed to the input's length (codecs pad to whole frames).
     """
@@ -180,20 +185,13 @@ def load_evaluators(config: EvaluatorConfig) -> dict[str, Any]:
     Raises :class:`~naturalspeech2_jax.evaluation.plugins.EvaluatorUnavailable` with one sentence
     when a model path or library is missing, so a run fails at once rather than per utterance.
     """
-    from naturalspeech2_jax.evaluation.asr import get_asr
-    from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable
-
     loaded: dict[str, Any] = {}
     try:
         for spec in config.asr:
             loaded[f"asr:{spec}"] = get_asr(spec)
         if config.speaker:
-            from naturalspeech2_jax.evaluation.speaker import get_speaker_encoder
-
             loaded["speaker"] = get_speaker_encoder(config.speaker_model)
         if config.dnsmos:
-            from naturalspeech2_jax.evaluation.dnsmos import get_dnsmos
-
             loaded["dnsmos"] = get_dnsmos()
     except ImportError as e:  # a bundled evaluator whose package is not installed
         raise EvaluatorUnavailable(
@@ -291,8 +289,6 @@ def _score_system(
     config: EvaluatorConfig,
     timer: _Timer,
 ) -> dict[str, Any]:
-    from naturalspeech2_jax.evaluation.asr import get_asr, word_error_rate
-
     seconds = len(wav) / SAMPLE_RATE
     record: dict[str, Any] = {
         "id": pair.pair_id,
@@ -313,16 +309,12 @@ def _score_system(
         record[f"wer_errors{suffix}"] = result.substitutions + result.deletions + result.insertions
         record[f"wer_words{suffix}"] = result.reference_words
     if config.speaker and prompt_embedding is not None:
-        from naturalspeech2_jax.evaluation.speaker import cosine_similarity, get_speaker_encoder
-
         embedding = _guarded(
             record, "speaker", timer, seconds, get_speaker_encoder(config.speaker_model).embed, wav
         )
         if embedding is not None:
             record["speaker_similarity"] = cosine_similarity(embedding, prompt_embedding)
     if config.dnsmos:
-        from naturalspeech2_jax.evaluation.dnsmos import get_dnsmos
-
         scores = _guarded(record, "dnsmos", timer, seconds, get_dnsmos().score, wav)
         record.update({f"dnsmos_{k}": v for k, v in (scores or {}).items()})
     if config.prosody:
@@ -351,8 +343,6 @@ def evaluate_tts(
     ``summary`` holds the means of the primary system (``generated`` when a synthesizer is given,
     otherwise ``ground_truth``); ``systems`` holds the same for every system.
     """
-    from naturalspeech2_jax.evaluation.report import summarize_records
-
     config = config or EvaluatorConfig()
     timer = _Timer()
     records: list[dict[str, Any]] = []
@@ -364,8 +354,6 @@ def evaluate_tts(
         )
         prompt_embedding = None
         if config.speaker:
-            from naturalspeech2_jax.evaluation.speaker import get_speaker_encoder
-
             prompt_embedding = timer.run(
                 "speaker",
                 len(prompt_wav) / SAMPLE_RATE,
@@ -430,9 +418,6 @@ def evaluate_tts(
 def rescore_wer(result: dict[str, Any]) -> dict[str, Any]:
     """Recompute every record's WER from its stored hypotheses (after a normalisation change),
     and the summaries; the ASR does not run again. Returns ``result``, updated in place."""
-    from naturalspeech2_jax.evaluation.asr import word_error_rate
-    from naturalspeech2_jax.evaluation.report import summarize_records
-
     for record in result["records"]:
         for key in [k for k in record if k.startswith("hypothesis")]:
             suffix = key[len("hypothesis") :]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,8 @@ from naturalspeech2_jax.inference.synthesizer import (
     SynthesisResult,
     Synthesizer,
 )
+from naturalspeech2_jax.text.g2p import PUNCTUATION_TOKENS, SIL, WB, phonemize
+from naturalspeech2_jax.text.vocab import ENGLISH_VOWELS
 
 _NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 MELISMA = ("", "-", "_", "+")
@@ -159,8 +162,6 @@ def read_musicxml_score(path: str) -> list[Note]:
 
 def read_score(path: str) -> list[Note]:
     """Notes of a JSON, MIDI or MusicXML score (by extension), validated."""
-    import os
-
     if not os.path.isfile(path):
         raise SynthesisError(f"score {path} does not exist; check the path.")
     ext = os.path.splitext(path)[1].lower()
@@ -182,9 +183,7 @@ def score_frames(notes: Sequence[Note]) -> np.ndarray:
 
 
 def _is_vowel(token: str) -> bool:
-    from naturalspeech2_jax.text.vocab import _ENGLISH_VOWELS
-
-    return token.lstrip("ˈˌ") in _ENGLISH_VOWELS
+    return token.lstrip("ˈˌ") in ENGLISH_VOWELS
 
 
 def _split_note(tokens: list[str], frames: int) -> list[int]:
@@ -204,8 +203,6 @@ def _split_note(tokens: list[str], frames: int) -> list[int]:
 
 
 def _lyric_tokens(lyric: str) -> list[str]:
-    from naturalspeech2_jax.text.g2p import PUNCTUATION_TOKENS, SIL, WB, phonemize
-
     try:
         tokens = phonemize(lyric)
     except ValueError:
@@ -215,8 +212,6 @@ def _lyric_tokens(lyric: str) -> list[str]:
 
 def score_to_inputs(notes: Sequence[Note]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(phoneme tokens, frames per token, F0 Hz per frame with 0 in rests) of a score."""
-    from naturalspeech2_jax.text.g2p import SIL, WB
-
     frames = score_frames(notes)
     tokens: list[str] = [SIL]
     durs: list[int] = [0]
@@ -283,17 +278,18 @@ def sing(
     score: str | Sequence[Note],
     prompt_audio: Any,
     *,
-    sampler: str = "dpm++2m",
     steps: int = 50,
-    seed: int = 0,
-    pitch_shift: float = 0.0,
     vibrato_cents: float = 30.0,
+    **options: Any,
 ) -> SynthesisResult:
-    """Sing a score (path or notes) in the prompt's voice; more steps than speech by default."""
+    """Sing a score (path or notes) in the prompt's voice; more steps than speech by default.
+
+    ``options`` go to :meth:`Synthesizer.synthesize` (``sampler``, ``seed``, ``pitch_shift``...);
+    the score sets the phonemes, their durations and the F0 contour.
+    """
     notes = read_score(score) if isinstance(score, str) else list(score)
     tokens, durations, f0 = score_to_inputs(notes)
     return synth.synthesize(
         phonemes=tokens, prompt_audio=prompt_audio, durations=durations,
-        f0=shape_contour(f0, vibrato_cents), sampler=sampler, steps=steps, seed=seed,
-        pitch_shift=pitch_shift,
+        f0=shape_contour(f0, vibrato_cents), steps=steps, **options,
     )  # fmt: skip

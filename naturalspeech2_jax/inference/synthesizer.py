@@ -18,6 +18,7 @@ never recompiles.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -32,7 +33,13 @@ import numpy as np
 from etils import epath
 
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.audio.io import load_audio, normalize_loudness, resample
 from naturalspeech2_jax.diffusion import losses as L
+from naturalspeech2_jax.inference.codec import Codec
+from naturalspeech2_jax.models.ns2 import abstract_model, predict_durations_jit
+from naturalspeech2_jax.text.g2p import phonemize
+from naturalspeech2_jax.text.vocab import PhonemeVocab, UnknownSymbolError
+from naturalspeech2_jax.train.restore import latest_step, restore_meta, restore_params
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +111,6 @@ def hz_to_log_f0(f0: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ loading
 def _load_ns2_config(workdir: epath.Path) -> ml_collections.ConfigDict:
-    import json
-
     if not workdir.is_dir():
         raise CheckpointError(f"NS2 checkpoint {workdir} does not exist; {_TRAIN_HINT}.")
     path = workdir / "config.json"
@@ -120,17 +125,10 @@ def _load_ns2_config(workdir: epath.Path) -> ml_collections.ConfigDict:
         raise CheckpointError(
             f"{workdir} is a {data.get('task')!r} run, not an NS2 run; {_TRAIN_HINT}."
         )
-    config = ml_collections.ConfigDict(data)
-    # Inference: one device, whatever the training topology was.
-    config.num_devices, config.batch_size, config.grad_accum = 1, 1, 1
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
-    config.init_from = ""
-    return config
+    return ml_collections.ConfigDict(data)
 
 
 def _load_vocab(data: Any, source: str, vocab_size: int):
-    from naturalspeech2_jax.text.vocab import PhonemeVocab
-
     if data is None:
         raise CheckpointError(f"{source} records no phoneme vocabulary; {_TRAIN_HINT} on a "
                               "prepared dataset (it saves vocab.json).")  # fmt: skip
@@ -183,21 +181,14 @@ class Synthesizer:
         ``codec_checkpoint`` overrides the recorded codec run (e.g. after moving it); ``vocab``
         (a PhonemeVocab or a vocab.json path) is checked against the checkpoint's vocabulary.
         """
-        from naturalspeech2_jax.codec_api import Codec
-        from naturalspeech2_jax.train import loop
-
         workdir = epath.Path(ns2_dir)
         config = _load_ns2_config(workdir)
-        trainer = loop.Trainer(config, workdir)
-        step = trainer.checkpointer.latest_step()
+        step = latest_step(workdir)
         if step is None:
-            trainer.checkpointer.close()
             raise CheckpointError(
                 f"{workdir}/checkpoints holds no checkpoint; train longer or {_TRAIN_HINT}."
             )
-        state = trainer.restore_or_init(None)
-        meta = trainer.checkpointer.restore_meta(step).get("ns2")
-        trainer.checkpointer.close()
+        meta = restore_meta(workdir, step).get("ns2")
         if not meta:
             raise CheckpointError(
                 f"the checkpoint of {workdir} at step {step} records no codec or vocabulary "
@@ -207,13 +198,9 @@ class Synthesizer:
         ckpt_vocab = _load_vocab(meta.get("vocab"), source, int(config.model.vocab_size))
         beside = workdir / "vocab.json"
         if beside.exists():
-            import json
-
             ckpt_vocab.check_compatible(json.loads(beside.read_text()).get("version", "?"),
                                         where=str(beside))  # fmt: skip
         if vocab is not None:
-            from naturalspeech2_jax.text.vocab import PhonemeVocab
-
             given = vocab if isinstance(vocab, PhonemeVocab) else PhonemeVocab.load(vocab)
             ckpt_vocab.check_compatible(given, where=source)
         codec = Codec.from_checkpoint(codec_checkpoint or meta["codec_checkpoint"])
@@ -225,7 +212,7 @@ class Synthesizer:
                 f"codec {codec.workdir} has codebooks {tuple(codec.codebooks.shape)} but {workdir} "
                 f"was trained with {want}; pass the codec run it was trained with."
             )
-        model = trainer.eval_model(state)
+        model, _ = restore_params(workdir, abstract_model(config.model, want), step=step)
         return cls(
             model, codec, ckpt_vocab, meta["latent_stats"], config, checkpoint=str(workdir),
             step=int(step), max_prompt_seconds=max_prompt_seconds,
@@ -234,8 +221,6 @@ class Synthesizer:
     # ------------------------------------------------------------------------------- inputs
     def phonemize(self, text: str) -> list[str]:
         """Text -> phoneme tokens (G2P), with one clear error for empty or unpronounceable text."""
-        from naturalspeech2_jax.text.g2p import phonemize
-
         if not isinstance(text, str) or not text.strip():
             raise SynthesisError("the text is empty; pass a sentence to synthesise.")
         try:
@@ -249,8 +234,6 @@ class Synthesizer:
         return tokens
 
     def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
-        from naturalspeech2_jax.text.vocab import UnknownSymbolError
-
         if isinstance(tokens, str):
             tokens = tokens.split()
         if not tokens:
@@ -265,15 +248,14 @@ class Synthesizer:
 
     def load_prompt(self, prompt: Any, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """A prompt (path or waveform) as 16 kHz loudness-normalised audio, checked and cropped."""
-        from naturalspeech2_jax.audio.io import normalize_loudness
-        from naturalspeech2_jax.codec_api import load_audio, resample
-
         name = "the prompt"
         if isinstance(prompt, str | epath.Path):
             name = str(prompt)
             wav = load_audio(prompt)
         else:
-            wav = resample(np.asarray(prompt, np.float32).reshape(-1), int(sample_rate))
+            wav = resample(
+                np.asarray(prompt, np.float32).reshape(-1), int(sample_rate), SAMPLE_RATE
+            )
         seconds = len(wav) / SAMPLE_RATE
         if seconds < MIN_PROMPT_SECONDS:
             raise SynthesisError(
@@ -431,53 +413,26 @@ class Synthesizer:
         self, ids, tokens, prompt, durations, log_f0, *, sampler, steps, rng, speed, pitch_shift,
         temperature, guidance_scale, timing, init=None,
     ) -> list[SynthesisResult]:  # fmt: skip
-        from naturalspeech2_jax.models.ns2 import _predict_durations_jit
-
+        """One padded batch: phonemes -> durations -> (pitch, diffusion) latent -> waveform."""
         n = len(ids)
         b = bucket(n, BATCH_BUCKETS, "sentences in a batch")
-        nt = bucket(max(len(x) for x in ids), TOKEN_BUCKETS, "phonemes")
-        phon = np.zeros((b, nt), np.int32)
-        tmask = np.zeros((b, nt), np.float32)
-        for r in range(b):  # padding rows repeat the first row (no empty rows: no NaNs)
-            x = ids[r] if r < n else ids[0]
-            phon[r, : len(x)], tmask[r, : len(x)] = x, 1.0
+        phon, tmask = pad_rows(ids, b, bucket(max(len(x) for x in ids), TOKEN_BUCKETS, "phonemes"))
         platent = np.broadcast_to(prompt[0], (b, *prompt[0].shape))
         pmask = np.broadcast_to(prompt[1], (b, *prompt[1].shape))
         start = time.perf_counter()
-        stats = {k: jnp.asarray(v) for k, v in self.latent_stats.items()}
         if durations is None:
+            stats = {k: jnp.asarray(v) for k, v in self.latent_stats.items()}
             pz = L.normalize(jnp.asarray(platent), stats)
-            d = _predict_durations_jit(
+            d = predict_durations_jit(
                 self.model, jnp.asarray(phon), jnp.asarray(tmask), pz, jnp.asarray(pmask),
                 jnp.float32(speed),
             )  # fmt: skip
             d = np.asarray(d)
         else:
-            d = np.zeros((b, nt), np.int32)
-            for r in range(b):
-                x = durations[r] if r < n else durations[0]
-                if len(x) != len(ids[min(r, n - 1)]):
-                    raise SynthesisError(
-                        f"{len(x)} durations for {len(ids[min(r, n - 1)])} phonemes; pass one "
-                        "duration (frames) per phoneme."
-                    )
-                if np.any(np.asarray(x) < 0):
-                    raise SynthesisError("durations must be >= 0 frames.")
-                d[r, : len(x)] = x
+            d = given_durations(durations, ids, phon.shape)
         totals = d.sum(axis=1)
         nf = bucket(int(totals.max()), FRAME_BUCKETS, "frames")
-        lf = None
-        if log_f0 is not None:
-            lf = np.zeros((b, nf), np.float32)
-            for r in range(b):
-                x = np.asarray(log_f0[r] if r < n else log_f0[0], np.float32)
-                if len(x) != totals[min(r, n - 1)]:
-                    raise SynthesisError(
-                        f"f0 has {len(x)} frames but the durations sum to {totals[min(r, n - 1)]}; "
-                        "pass one F0 value per 12.5 ms frame."
-                    )
-                lf[r, : len(x)] = x
-                lf[r, len(x) :] = x[-1]
+        lf = None if log_f0 is None else given_log_f0(log_f0, totals[:n], b, nf)
         z_init = None
         if init is not None:
             z_init = (
@@ -521,8 +476,6 @@ class Synthesizer:
         steps: int = 25,
     ) -> float:
         """Compile the programs of these buckets now (returns the seconds it took)."""
-        from naturalspeech2_jax.models.ns2 import _predict_durations_jit
-
         start = time.perf_counter()
         dim = self.codec.latent_dim
         prompt = (np.zeros((self.prompt_frames, dim), np.float32),
@@ -532,7 +485,7 @@ class Synthesizer:
             ones = jnp.ones((batch, nt), jnp.float32)
             pz = L.normalize(jnp.broadcast_to(prompt[0], (batch, *prompt[0].shape)), stats)
             pm = jnp.broadcast_to(prompt[1], (batch, self.prompt_frames))
-            _predict_durations_jit(
+            predict_durations_jit(
                 self.model, ones.astype(jnp.int32), ones, pz, pm, jnp.float32(1.0)
             )
             for nf in frames:
@@ -546,6 +499,55 @@ class Synthesizer:
                                                 "audio_s": 0},
                 )  # fmt: skip
         return time.perf_counter() - start
+
+
+def pad_rows(ids: Sequence[np.ndarray], rows: int, tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """(phonemes [rows, tokens], mask): padding rows repeat the first row (no empty rows, which
+    would give NaNs in the attention softmax)."""
+    phon = np.zeros((rows, tokens), np.int32)
+    mask = np.zeros((rows, tokens), np.float32)
+    for r in range(rows):
+        x = ids[r] if r < len(ids) else ids[0]
+        phon[r, : len(x)], mask[r, : len(x)] = x, 1.0
+    return phon, mask
+
+
+def given_durations(
+    durations: Sequence[np.ndarray], ids: Sequence[np.ndarray], shape: tuple[int, int]
+) -> np.ndarray:
+    """User durations (frames per phoneme) checked and padded like the phonemes."""
+    n = len(ids)
+    d = np.zeros(shape, np.int32)
+    for r in range(shape[0]):
+        x = durations[r] if r < n else durations[0]
+        if len(x) != len(ids[min(r, n - 1)]):
+            raise SynthesisError(
+                f"{len(x)} durations for {len(ids[min(r, n - 1)])} phonemes; pass one "
+                "duration (frames) per phoneme."
+            )
+        if np.any(np.asarray(x) < 0):
+            raise SynthesisError("durations must be >= 0 frames.")
+        d[r, : len(x)] = x
+    return d
+
+
+def given_log_f0(
+    log_f0: Sequence[np.ndarray], totals: np.ndarray, rows: int, frames: int
+) -> np.ndarray:
+    """User log-F0 contours [rows, frames], each checked against its utterance's frame count and
+    held at its last value past the end."""
+    n = len(totals)
+    lf = np.zeros((rows, frames), np.float32)
+    for r in range(rows):
+        x = np.asarray(log_f0[r] if r < n else log_f0[0], np.float32)
+        if len(x) != totals[min(r, n - 1)]:
+            raise SynthesisError(
+                f"f0 has {len(x)} frames but the durations sum to {totals[min(r, n - 1)]}; "
+                "pass one F0 value per 12.5 ms frame."
+            )
+        lf[r, : len(x)] = x
+        lf[r, len(x) :] = x[-1]
+    return lf
 
 
 def join_results(results: Sequence[SynthesisResult]) -> SynthesisResult:

@@ -28,6 +28,16 @@ import numpy as np
 from flax import nnx
 
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.align import api as align_api
+from naturalspeech2_jax.align import sphinx
+from naturalspeech2_jax.audio import (
+    log_mel_spectrogram,
+    normalize_loudness,
+    pad_or_trim_to_frames,
+    to_pcm16,
+)
+from naturalspeech2_jax.audio.io import load_audio
+from naturalspeech2_jax.audio.pitch import extract_pitch
 from naturalspeech2_jax.diffusion import losses as L
 from naturalspeech2_jax.diffusion.samplers import ddim_encode
 from naturalspeech2_jax.inference.synthesizer import (
@@ -38,6 +48,8 @@ from naturalspeech2_jax.inference.synthesizer import (
     Synthesizer,
     bucket,
 )
+from naturalspeech2_jax.models.ns2 import predict_durations_jit
+from naturalspeech2_jax.text.g2p import is_phoneme
 
 
 def rescale_durations(durations: np.ndarray, total: int) -> np.ndarray:
@@ -68,12 +80,6 @@ def _encode_jit(model, phonemes, token_mask, pz, prompt_mask, durations, log_f0,
 def _preparation_mel(wav: np.ndarray, frames: int) -> np.ndarray:
     """The log-mel [frames, 80] that launch/prepare_data.py showed the aligner for this audio:
     its own steps (loudness-normalised, then cut or padded to whole frames, then the mel)."""
-    from naturalspeech2_jax.audio import (
-        log_mel_spectrogram,
-        normalize_loudness,
-        pad_or_trim_to_frames,
-    )
-
     wav = normalize_loudness(np.asarray(wav, np.float32))
     return log_mel_spectrogram(pad_or_trim_to_frames(wav, n_frames=frames))
 
@@ -86,9 +92,6 @@ def align_source(aligner: Any, wav: np.ndarray, tokens: list[str], ids: np.ndarr
     it: phonemes as themselves and ``<sil>``, ``<wb>`` and punctuation as its optional silence
     class, which may take zero frames.
     """
-    from naturalspeech2_jax.align import api as align_api
-    from naturalspeech2_jax.text.g2p import is_phoneme
-
     if not isinstance(aligner, align_api.Aligner):
         aligner = align_api.Aligner.from_checkpoint(str(aligner))
     spoken = np.asarray([is_phoneme(t) for t in tokens], bool)
@@ -115,10 +118,6 @@ def align_source(aligner: Any, wav: np.ndarray, tokens: list[str], ids: np.ndarr
 def sphinx_align_source(wav: np.ndarray, text: str, tokens: list[str], frames: int) -> np.ndarray:
     """Durations [len(tokens)] summing to ``frames`` from pocketsphinx's forced alignment of
     ``wav`` to ``text`` (``align/sphinx.py``), on the audio preparation would have aligned."""
-    from naturalspeech2_jax.align import sphinx
-    from naturalspeech2_jax.audio import normalize_loudness, pad_or_trim_to_frames, to_pcm16
-    from naturalspeech2_jax.text.g2p import is_phoneme
-
     wav = pad_or_trim_to_frames(normalize_loudness(np.asarray(wav, np.float32)), n_frames=frames)
     pcm = to_pcm16(wav)  # as preparation stores it
     try:
@@ -134,7 +133,6 @@ def sphinx_align_source(wav: np.ndarray, text: str, tokens: list[str], frames: i
 
 def _source_pitch(wav: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
     """(log-F0 [frames] interpolated, mean voiced log-F0) of a waveform."""
-    from naturalspeech2_jax.audio.pitch import extract_pitch
 
     log_f0, voiced = extract_pitch(wav, method="dio")
     log_f0 = np.pad(log_f0[:frames], (0, max(frames - len(log_f0), 0)), mode="edge")
@@ -158,8 +156,6 @@ def convert(
     aligner: Any = None,
 ) -> SynthesisResult:
     """Re-speak ``source_audio`` (path or 16 kHz waveform) in the voice of ``target_prompt``."""
-    from naturalspeech2_jax.codec_api import load_audio
-
     if text is None and phonemes is None:
         raise SynthesisError("voice conversion needs the source's transcript; pass text=... (or "
                              "phonemes=...).")  # fmt: skip
@@ -190,9 +186,7 @@ def convert(
     elif durations is None and aligner is not None:
         durations = align_source(aligner, src, tokens, ids, frames)
     if durations is None:
-        from naturalspeech2_jax.models.ns2 import _predict_durations_jit
-
-        pred = np.asarray(_predict_durations_jit(
+        pred = np.asarray(predict_durations_jit(
             synth.model, jnp.asarray(phon), jnp.asarray(tmask), pz, pm, jnp.float32(1.0)
         ))[0, : len(ids)]  # fmt: skip
         durations = rescale_durations(pred, frames)

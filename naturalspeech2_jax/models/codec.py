@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from naturalspeech2_jax.models.codec_spectral import ISTFTDecoder, SpectralEncoder
+from naturalspeech2_jax.models.discriminators import CodecDiscriminators
 from naturalspeech2_jax.models.layers import Conv1d, ConvTranspose1d
 from naturalspeech2_jax.models.quantizer import ResidualVQ
 
@@ -227,3 +229,63 @@ class NeuralCodec(nnx.Module):
     def codebooks(self) -> jax.Array:
         """All codebooks, [num_quantizers, codebook_size, latent_dim]."""
         return self.quantizer.codebook[...]
+
+
+def neural_codec_from_config(m: Any, rngs: nnx.Rngs) -> NeuralCodec:
+    """The codec that ``config.model`` (``configs/codec.py``) describes."""
+    return NeuralCodec(
+        channels=m.channels,
+        strides=tuple(m.strides),
+        dilations=tuple(m.dilations),
+        kernel_size=m.kernel_size,
+        latent_dim=m.latent_dim,
+        num_quantizers=m.num_quantizers,
+        codebook_size=m.codebook_size,
+        ema_decay=m.ema_decay,
+        dead_code_threshold=m.dead_code_threshold,
+        kmeans_iters=m.kmeans_iters,
+        quantizer_dropout=m.quantizer_dropout,
+        weight_norm=m.weight_norm,
+        # Absent from configs written before the spectral codec existed: the waveform codec.
+        kind=m.get("kind", "wave"),
+        layers=tuple(m.get("layers", (4, 8))),
+        mlp_ratio=m.get("mlp_ratio", 3),
+        rngs=rngs,
+    )
+
+
+class CodecGAN(nnx.Module):
+    """What the codec task trains: ``codec`` (generator) and ``discriminators``. A run's
+    checkpoint holds this tree; inference restores its ``codec`` subtree alone."""
+
+    def __init__(self, config: Any, rngs: nnx.Rngs):
+        d = config.disc
+        self.codec = neural_codec_from_config(config.model, rngs)
+        self.discriminators = CodecDiscriminators(
+            msd_scales=d.msd_scales,
+            msd_channels=tuple(d.msd_channels),
+            stft_fft_sizes=tuple(d.stft_fft_sizes),
+            stft_channels=d.stft_channels,
+            rngs=rngs,
+        )
+
+
+# Jitted entry points (one compiled program per input shape), shared by the codec's task, its
+# runtime (inference/codec.py) and the latent statistics.
+def _entry_point(name: str, *stages: str):
+    """``nnx.jit``-ed ``fn(codec, x)``: x through the codec's methods ``stages`` in turn."""
+
+    def fn(codec: NeuralCodec, x: jax.Array) -> jax.Array:
+        for stage in stages:
+            x = getattr(codec, stage)(x)
+        return x
+
+    fn.__name__ = fn.__qualname__ = name
+    return nnx.jit(fn)
+
+
+encode_jit = _entry_point("encode_jit", "encode")  # wav [B, N] -> codes
+decode_codes_jit = _entry_point("decode_codes_jit", "latent", "decode")  # codes -> wav
+latent_from_codes_jit = _entry_point("latent_from_codes_jit", "latent")  # codes -> z
+decode_latent_jit = _entry_point("decode_latent_jit", "decode")  # z -> wav
+latent_of_wave_jit = _entry_point("latent_of_wave_jit", "encode", "latent")  # wav -> z

@@ -1,8 +1,11 @@
-"""Codec losses and spectral front-ends, in JAX: STFT, mel, reconstruction, adversarial, features.
+"""Codec losses, in JAX: reconstruction (multi-scale mel, multi-resolution STFT), adversarial,
+feature matching.
 
-Everything here is a pure function of arrays (usable inside jit). The STFT frames the signal with
-a gather (centre, reflect padding, periodic Hann window) and takes an ``rfft``; the mel filterbank
-is a constant built with numpy (HTK mel scale, Slaney area normalisation).
+Everything here is a pure function of arrays (usable inside jit). The STFT, window and mel are
+those of :mod:`naturalspeech2_jax.audio.features` (the package's one log-mel): the mel loss uses
+:func:`~naturalspeech2_jax.audio.features.codec_loss_mel` (centred frames with reflect padding,
+periodic Hann window of ``n_fft``, hop ``n_fft // 4``, HTK mel scale with Slaney area
+normalisation, ``sqrt(re^2 + im^2 + 1e-7)`` magnitudes).
 
 Losses (weights live in the config):
 - ``multi_scale_mel_loss``: L1 between log-mel spectrograms at several FFT sizes (SoundStream's
@@ -15,7 +18,7 @@ Losses (weights live in the config):
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -23,69 +26,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.audio import features
+from naturalspeech2_jax.audio.features import (
+    MelConfig,
+    codec_loss_mel,
+    hann_window,
+    log_mel_jax,
+    magnitude_jax,
+    stft_jax,
+)
+
+# The periodic Hann window (``audio.features.hann_window``) under its historical name here.
+hann = hann_window
 
 
-def hz_to_mel(f):
-    return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
-
-
-def mel_to_hz(m):
-    return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
-
-
-@functools.lru_cache(maxsize=32)
 def mel_filterbank(
     n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE, fmin: float = 0.0, fmax=None
 ) -> np.ndarray:
-    """Triangular mel filters [n_fft // 2 + 1, n_mels] (HTK scale, Slaney area-normalised)."""
-    fmax = sample_rate / 2 if fmax is None else fmax
-    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
-    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
-    up = (freqs[:, None] - lower[None]) / np.maximum(centre - lower, 1e-9)[None]
-    down = (upper[None] - freqs[:, None]) / np.maximum(upper - centre, 1e-9)[None]
-    fb = np.maximum(0.0, np.minimum(up, down))
-    fb *= (2.0 / np.maximum(upper - lower, 1e-9))[None]  # equal area per filter
-    return fb.astype(np.float32)
-
-
-@functools.lru_cache(maxsize=32)
-def _frame_index(n: int, n_fft: int, hop: int) -> np.ndarray:
-    n_frames = 1 + n // hop
-    return np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
-
-
-def hann(n_fft: int) -> np.ndarray:
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    """The mel loss's filters as [n_fft // 2 + 1, n_mels] (HTK scale, Slaney area-normalised)."""
+    cfg = dataclasses.replace(
+        codec_loss_mel(n_fft, n_mels), sample_rate=sample_rate, fmin=fmin, fmax=fmax
+    )
+    return features.mel_filterbank(cfg).T
 
 
 def stft(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
-    """Complex STFT of ``x`` [B, N] -> [B, 1 + N // hop, n_fft // 2 + 1] (centred frames)."""
-    pad = n_fft // 2
-    xp = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")
-    n_frames = 1 + x.shape[-1] // hop
-    if n_fft % hop == 0:
-        # Frames as r = n_fft / hop shifted views of hop-sized blocks: slices and a concat, whose
-        # gradient is cheap (a gather's is a scatter-add, slow to compile and run on CPU).
-        r = n_fft // hop
-        blocks = xp[:, : (n_frames + r - 1) * hop].reshape(x.shape[0], n_frames + r - 1, hop)
-        frames = jnp.concatenate([blocks[:, i : i + n_frames] for i in range(r)], axis=-1)
-    else:
-        frames = xp[:, _frame_index(x.shape[-1], n_fft, hop)]
-    frames = frames * hann(n_fft)
-    return jnp.fft.rfft(frames.astype(jnp.float32), axis=-1)
+    """Complex STFT of ``x`` [B, N] -> [B, 1 + N // hop, n_fft // 2 + 1] (centred frames,
+    reflect padding, periodic Hann window of ``n_fft``: ``librosa.stft``'s defaults)."""
+    return stft_jax(x, MelConfig(n_fft=n_fft, win_length=n_fft, hop_length=hop, center=True))
 
 
 def magnitude(spec: jax.Array, eps: float = 1e-7) -> jax.Array:
     # sqrt(re^2 + im^2 + eps): |.| has an infinite gradient at 0, this does not.
-    return jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + eps)
-
-
-def log_mel(x: jax.Array, n_fft: int, n_mels: int, hop: int | None = None) -> jax.Array:
-    """log(mel magnitude) [B, frames, n_mels], floor 1e-5."""
-    hop = hop or n_fft // 4
-    mel = magnitude(stft(x, n_fft, hop)) @ mel_filterbank(n_fft, n_mels)
-    return jnp.log(jnp.maximum(mel, 1e-5))
+    return magnitude_jax(spec, eps)
 
 
 def multi_scale_mel_loss(
@@ -94,8 +67,8 @@ def multi_scale_mel_loss(
     """Mean over FFT sizes of the L1 distance between log-mel spectrograms of x and y."""
     losses = []
     for n_fft in scales:
-        mels = min(n_mels, n_fft // 4)  # small FFTs cannot resolve many mel bands
-        losses.append(jnp.mean(jnp.abs(log_mel(x, n_fft, mels) - log_mel(y, n_fft, mels))))
+        cfg = codec_loss_mel(n_fft, min(n_mels, n_fft // 4))  # small FFTs resolve fewer bands
+        losses.append(jnp.mean(jnp.abs(log_mel_jax(x, cfg) - log_mel_jax(y, cfg))))
     return jnp.mean(jnp.stack(losses))
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from naturalspeech2_jax.models.codec_losses import hann
+from naturalspeech2_jax.audio.features import MelConfig, hann_window, stft_jax
 from naturalspeech2_jax.models.layers import Conv1d
 from naturalspeech2_jax.models.transformer import dense, layer_norm, ln
 from naturalspeech2_jax.parallel import ACT_EMBED, constrain
@@ -38,17 +38,15 @@ def frame_stft(wav: jax.Array, n_fft: int, hop: int) -> jax.Array:
     """Complex STFT with exactly ``N / hop`` frames: ``[B, N] -> [B, N / hop, n_fft // 2 + 1]``.
 
     Frame t covers samples ``[t * hop - (n_fft - hop) / 2, ...)``, i.e. it is centred on hop t, so
-    the frames line up with the codec's latent frames (reflect padding at the edges).
+    the frames line up with the codec's latent frames (reflect padding at the edges). This is
+    ``audio.features.stft_jax``'s frame rule with a window of ``n_fft`` samples.
     """
     if n_fft % hop or (n_fft - hop) % 2:
         raise ValueError(f"n_fft {n_fft} must be a multiple of hop {hop} with an even overlap.")
-    pad = (n_fft - hop) // 2
-    xp = jnp.pad(wav, ((0, 0), (pad, pad)), mode="reflect")
-    r, n_frames = n_fft // hop, wav.shape[-1] // hop
-    # Hop-sized blocks and r shifted views of them: slices and a concat (cheap gradients on CPU).
-    blocks = xp[:, : (n_frames + r - 1) * hop].reshape(wav.shape[0], n_frames + r - 1, hop)
-    frames = jnp.concatenate([blocks[:, i : i + n_frames] for i in range(r)], axis=-1)
-    return jnp.fft.rfft(frames.astype(jnp.float32) * hann(n_fft), axis=-1)
+    if wav.shape[-1] % hop:
+        raise ValueError(f"{wav.shape[-1]} samples is not a multiple of hop {hop}.")
+    cfg = MelConfig(n_fft=n_fft, win_length=n_fft, hop_length=hop)
+    return stft_jax(jnp.asarray(wav).astype(jnp.float32), cfg)
 
 
 def _overlap_add(frames: jax.Array, hop: int) -> jax.Array:
@@ -67,7 +65,7 @@ def frame_istft(spec: jax.Array, n_fft: int, hop: int) -> jax.Array:
     ``frame_istft(frame_stft(x)) == x`` away from the reflect-padded edges.
     """
     t = spec.shape[1]
-    window = hann(n_fft)
+    window = hann_window(n_fft)
     frames = jnp.fft.irfft(spec, n=n_fft, axis=-1) * window
     signal = _overlap_add(frames, hop)
     envelope = _overlap_add(np.broadcast_to(window**2, (1, t, n_fft)), hop)

@@ -59,6 +59,22 @@ def _effective_kernel(v: jax.Array, g: jax.Array | None) -> jax.Array:
 
 
 class _Conv(nnx.Module):
+    """What the convolutions share: parameters ``kernel``, ``gain`` (weight norm) and ``bias``."""
+
+    def _init_params(
+        self, shape: tuple[int, ...], axes: tuple, weight_norm: bool, rngs: nnx.Rngs
+    ) -> None:
+        """Kernel of ``shape`` (output channels last), its gain when weight-normed, zero bias."""
+        self.kernel, self.gain = _kernel_params(shape, axes, weight_norm, rngs)
+        self.bias = nnx.Param(jnp.zeros((shape[-1],), jnp.float32), out_sharding=("channels",))
+
+    def _conv(self, x: jax.Array, act_axes: tuple, **conv_args) -> jax.Array:
+        """``lax.conv_general_dilated(x, kernel, **conv_args)`` + bias, sharded as ``act_axes``."""
+        g = self.gain[...] if self.gain is not None else None
+        w = _effective_kernel(self.kernel[...], g)
+        y = jax.lax.conv_general_dilated(x, w.astype(x.dtype), **conv_args)
+        return constrain(y + self.bias[...].astype(y.dtype), act_axes)
+
     @property
     def dtype(self):
         """The compute dtype: that of the (possibly bf16-cast) kernel. Models cast their inputs
@@ -94,22 +110,18 @@ class Conv1d(_Conv):
             padding = (total - total // 2, total // 2)
         self.padding = tuple(padding)
         shape = (kernel_size, in_channels // groups, out_channels)
-        self.kernel, self.gain = _kernel_params(shape, KERNEL_AXES_1D, weight_norm, rngs)
-        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), out_sharding=("channels",))
+        self._init_params(shape, KERNEL_AXES_1D, weight_norm, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        g = self.gain[...] if self.gain is not None else None
-        w = _effective_kernel(self.kernel[...], g)
-        y = jax.lax.conv_general_dilated(
+        return self._conv(
             x,
-            w.astype(x.dtype),
+            ACT_CHANNELS,
             window_strides=(self.stride,),
             padding=(self.padding,),
             rhs_dilation=(self.dilation,),
             dimension_numbers=("NWC", "WIO", "NWC"),
             feature_group_count=self.groups,
         )
-        return constrain(y + self.bias[...].astype(y.dtype), ACT_CHANNELS)
 
 
 class ConvTranspose1d(_Conv):
@@ -133,21 +145,17 @@ class ConvTranspose1d(_Conv):
         total = 3 * stride - 2
         self.padding = (total - total // 2, total // 2)
         shape = (self.kernel_size, in_channels, out_channels)
-        self.kernel, self.gain = _kernel_params(shape, KERNEL_AXES_1D, weight_norm, rngs)
-        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), out_sharding=("channels",))
+        self._init_params(shape, KERNEL_AXES_1D, weight_norm, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        g = self.gain[...] if self.gain is not None else None
-        w = _effective_kernel(self.kernel[...], g)
-        y = jax.lax.conv_general_dilated(
+        return self._conv(
             x,
-            w.astype(x.dtype),
+            ACT_CHANNELS,
             window_strides=(1,),
             padding=(self.padding,),
             lhs_dilation=(self.stride,),
             dimension_numbers=("NWC", "WIO", "NWC"),
         )
-        return constrain(y + self.bias[...].astype(y.dtype), ACT_CHANNELS)
 
 
 class Conv2d(_Conv):
@@ -171,18 +179,14 @@ class Conv2d(_Conv):
             pads.append((total - total // 2, total // 2))
         self.padding = tuple(pads)
         shape = (*kernel_size, in_channels, out_channels)
-        self.kernel, self.gain = _kernel_params(shape, KERNEL_AXES_2D, weight_norm, rngs)
-        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32), out_sharding=("channels",))
+        self._init_params(shape, KERNEL_AXES_2D, weight_norm, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        g = self.gain[...] if self.gain is not None else None
-        w = _effective_kernel(self.kernel[...], g)
-        y = jax.lax.conv_general_dilated(
+        return self._conv(
             x,
-            w.astype(x.dtype),
+            ("batch", None, None, "channels"),
             window_strides=self.stride,
             padding=self.padding,
             rhs_dilation=self.dilation,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        return constrain(y + self.bias[...].astype(y.dtype), ("batch", None, None, "channels"))

@@ -11,7 +11,7 @@ log-F0, masks), the frozen codec codebooks and the latent statistics; a training
 ``loss_fn(model, batch, rng, step)`` only has to pass those two in. ``synthesize`` runs the prior
 and a registered sampler, jitted.
 
-Sizes come from ``model_config(preset)`` (the ``model`` sub-dict of a config). Paper preset, per
+Sizes come from the config (``configs/ns2_model.py``: the ``model`` sub-dict). Paper preset, per
 module (``python launch/train.py --config=configs/diffusion.py:paper --dry_run``, measured; a
 16 x 1024 x 256 codec and a 256-phoneme vocabulary), the paper's numbers are reached by
 - encoders' convolutional FFN with kernels (9, 1) as in FastSpeech 2 (with (9, 9) the phoneme
@@ -34,7 +34,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -67,96 +66,6 @@ _GROUP_OF = {
     "query_attention": "diffusion",
     "denoiser": "diffusion",
 }
-
-_PRESETS: dict[str, dict[str, Any]] = {
-    # Seconds on CPU (unit tests).
-    "smoke": dict(
-        dim=32, heads=2, enc_layers=1, enc_filter=64, prompt_layers=1, prompt_filter=64,
-        pred_layers=3, wn_layers=3, wn_dim=32, num_queries=4, pitch_bins=32,
-    ),
-    # Minutes on CPU (demo training).
-    "tiny": dict(
-        dim=128, heads=4, enc_layers=2, enc_filter=512, prompt_layers=2, prompt_filter=512,
-        pred_layers=6, wn_layers=9, wn_dim=128, num_queries=16,
-    ),
-    # One GPU.
-    "base": dict(
-        dim=384, heads=6, enc_layers=4, enc_filter=1536, prompt_layers=4, prompt_filter=1536,
-        pred_layers=15, wn_layers=24, wn_dim=384,
-    ),
-    # EVALUATION.md speed reference, first row (PyTorch: 44.6M params).
-    "bench44m": dict(
-        dim=256, heads=4, enc_layers=4, enc_filter=1024, prompt_layers=4, prompt_filter=1024,
-        pred_layers=12, wn_layers=12, wn_dim=256,
-    ),
-    # The paper's sizes (408M without the codec; see the module docstring).
-    "paper": dict(
-        dim=512, heads=8, enc_layers=6, enc_filter=2048, prompt_layers=6, prompt_filter=2048,
-        pred_layers=30, wn_layers=40, wn_dim=512, wn_cond_kernel=3,
-    ),
-}  # fmt: skip
-
-
-def model_config(preset: str = "tiny") -> ml_collections.ConfigDict:
-    """The ``model`` sub-dict for a preset: smoke, tiny, base, bench44m or paper."""
-    if preset not in _PRESETS:
-        raise ValueError(f"unknown NS2 model preset {preset!r}; choose one of {sorted(_PRESETS)}.")
-    c = dict(
-        vocab_size=256,  # phoneme vocabulary (text/ sets the real one)
-        dim=512,  # encoders, predictors, prompt, queries
-        heads=8,
-        enc_layers=6,
-        enc_filter=2048,
-        enc_kernels=(9, 1),
-        enc_dropout=0.1,
-        prompt_layers=6,
-        prompt_filter=2048,
-        pred_layers=30,
-        pred_attn_every=3,
-        dur_kernel=3,
-        pitch_kernel=5,
-        pred_dropout=0.5,
-        pitch_bins=256,
-        f0_min=40.0,
-        f0_max=1100.0,
-        num_queries=32,
-        wn_layers=40,
-        wn_dim=512,
-        wn_kernel=3,
-        wn_dilation_cycle=2,
-        wn_cond_kernel=1,
-        wn_film_every=3,
-        wn_dropout=0.2,
-        # Diffusion and loss.
-        beta_min=0.05,
-        beta_max=20.0,
-        t_min=1e-3,
-        score_weight_cap=1.0,
-        w_data=1.0,
-        w_score=1.0,
-        w_ce_rvq=0.1,
-        # CE-RVQ on at most this many random valid frames per utterance (0 = all frames). Its
-        # logits cost B x T x 16 x 1024 x 256 MACs, more than the whole tiny model on a CPU; a
-        # random subset is an unbiased estimate of the same mean.
-        ce_rvq_frames=0,
-        w_duration=1.0,
-        w_pitch=1.0,
-        # Training prompt: a segment of whole phonemes, in codec frames (80 per second).
-        prompt_min_frames=40,
-        prompt_max_frames=240,
-        prompt_max_ratio=0.5,
-        prompt_drop_prob=0.0,  # > 0 trains the unconditional model for classifier-free guidance
-        # > 0 also drops the frame-level condition (phonemes + pitch) with the prompt, so guidance
-        # extrapolates away from "any speech" towards these phonemes in this voice (VoiceBox,
-        # F5-TTS): what a small model needs when its samples drift off the text.
-        cond_drop_prob=0.0,
-    )
-    c.update(_PRESETS[preset])
-    if preset == "smoke":
-        c.update(prompt_min_frames=4, prompt_max_frames=16, enc_dropout=0.0, ce_rvq_frames=32)
-    if preset == "tiny":
-        c.update(ce_rvq_frames=64)
-    return ml_collections.ConfigDict(c)
 
 
 class NaturalSpeech2(nnx.Module):
@@ -239,15 +148,6 @@ class NaturalSpeech2(nnx.Module):
         pe = self.pitch_embedding(log_f0).astype(frame_hiddens.dtype)
         return (frame_hiddens + pe) * frame_mask[..., None].astype(frame_hiddens.dtype)
 
-    def __call__(
-        self,
-        batch: Mapping[str, jax.Array],
-        rng: jax.Array,
-        codebooks: jax.Array,
-        latent_stats: Mapping[str, jax.Array],
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        return self.training_loss(batch, rng, codebooks, latent_stats)
-
     # ----------------------------------------------------------------------------------- training
     def training_loss(
         self,
@@ -325,6 +225,8 @@ class NaturalSpeech2(nnx.Module):
         }
         return loss, metrics
 
+    __call__ = training_loss  # model(batch, rng, codebooks, latent_stats): loss, metrics
+
     # ---------------------------------------------------------------------------------- inference
     def predict_durations(
         self,
@@ -374,7 +276,7 @@ class NaturalSpeech2(nnx.Module):
         stats = _stats(latent_stats, self.latent_dim)
         pz = L.normalize(jnp.asarray(prompt_latent, jnp.float32), stats)
         if durations is None:
-            durations = _predict_durations_jit(self, phonemes, token_mask, pz, prompt_mask, speed)
+            durations = predict_durations_jit(self, phonemes, token_mask, pz, prompt_mask, speed)
         durations = jnp.asarray(durations, jnp.int32) * (token_mask > 0)
         if max_frames is None:
             longest = int(jnp.max(jnp.sum(durations, axis=-1)))
@@ -382,7 +284,7 @@ class NaturalSpeech2(nnx.Module):
         if log_f0 is not None:
             log_f0 = jnp.asarray(log_f0, jnp.float32)[:, :max_frames]
             log_f0 = jnp.pad(log_f0, ((0, 0), (0, max_frames - log_f0.shape[1])), mode="edge")
-        return _synthesize_jit(
+        return synthesize_jit(
             self, phonemes, token_mask, pz, prompt_mask, rng, durations, log_f0, stats,
             jnp.float32(pitch_shift), init, sampler=sampler, steps=int(steps),
             temperature=float(temperature), guidance_scale=float(guidance_scale),
@@ -436,14 +338,14 @@ def _stats(latent_stats: Mapping[str, Any] | None, dim: int) -> dict[str, jax.Ar
 
 
 @nnx.jit
-def _predict_durations_jit(model, phonemes, token_mask, pz, prompt_mask, speed):
+def predict_durations_jit(model, phonemes, token_mask, pz, prompt_mask, speed):
     return model.predict_durations(phonemes, token_mask, pz, prompt_mask, speed)
 
 
 @functools.partial(
     nnx.jit, static_argnames=("sampler", "steps", "temperature", "guidance_scale", "max_frames")
 )
-def _synthesize_jit(
+def synthesize_jit(
     model: NaturalSpeech2,
     phonemes,
     token_mask,
@@ -510,11 +412,16 @@ def fast_abstract_tracing() -> Iterator[None]:
         tracer._origin_msg = original
 
 
-def abstract_param_counts(preset: str, codebooks_shape=(16, 1024, 256)) -> dict[str, int]:
-    """Per-group parameter counts of a preset without allocating memory (``nnx.eval_shape``)."""
-    cfg = model_config(preset)
+def abstract_model(cfg: Any, codebooks_shape=(16, 1024, 256)) -> NaturalSpeech2:
+    """The model of a config with ShapeDtypeStruct weights: no memory (restore fills it)."""
     with fast_abstract_tracing():
-        model = nnx.eval_shape(lambda: NaturalSpeech2(cfg, codebooks_shape, rngs=nnx.Rngs(0)))
+        return nnx.eval_shape(lambda: NaturalSpeech2(cfg, codebooks_shape, rngs=nnx.Rngs(0)))
+
+
+def abstract_param_counts(cfg: Any, codebooks_shape=(16, 1024, 256)) -> dict[str, int]:
+    """Per-group parameter counts of a model config (``configs.ns2_model.model_config``) without
+    allocating memory (``nnx.eval_shape``)."""
+    model = abstract_model(cfg, codebooks_shape)
     counts = param_count_groups(model)
     counts["total"] = sum(counts.values())
     return counts

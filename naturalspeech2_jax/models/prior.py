@@ -15,8 +15,6 @@ domain, which treats long and short phonemes alike); the pitch predictor outputs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,20 +31,13 @@ from naturalspeech2_jax.models.transformer import (
 
 
 class PhonemeEncoder(nnx.Module):
-    """Phoneme ids [B, N] -> hiddens [B, N, dim]."""
+    """Phoneme ids [B, N] -> hiddens [B, N, dim].
 
-    def __init__(
-        self,
-        vocab_size: int,
-        dim: int,
-        heads: int,
-        filter_size: int,
-        layers: int,
-        kernels: Sequence[int] = (9, 1),
-        dropout: float = 0.0,
-        *,
-        rngs: nnx.Rngs,
-    ):
+    ``encoder_args``: the arguments of ``TransformerEncoder`` after ``dim`` (heads, filter_size,
+    layers, kernels, dropout).
+    """
+
+    def __init__(self, vocab_size: int, dim: int, *encoder_args, rngs: nnx.Rngs, **encoder_kw):
         self.embed = nnx.Embed(
             vocab_size,
             dim,
@@ -55,9 +46,7 @@ class PhonemeEncoder(nnx.Module):
             ),
             rngs=rngs,
         )
-        self.encoder = TransformerEncoder(
-            dim, heads, filter_size, layers, kernels, dropout, rngs=rngs
-        )
+        self.encoder = TransformerEncoder(dim, *encoder_args, rngs=rngs, **encoder_kw)
 
     def __call__(
         self, phonemes: jax.Array, token_mask: jax.Array, *, rngs: nnx.Rngs | None = None

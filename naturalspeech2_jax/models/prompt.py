@@ -9,8 +9,6 @@ model did not converge).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 from flax import nnx
 
@@ -24,24 +22,15 @@ from naturalspeech2_jax.models.transformer import (
 
 
 class PromptEncoder(nnx.Module):
-    """Prompt latents [B, P, latent_dim] -> prompt encoding [B, P, dim]."""
+    """Prompt latents [B, P, latent_dim] -> prompt encoding [B, P, dim].
 
-    def __init__(
-        self,
-        latent_dim: int,
-        dim: int,
-        heads: int,
-        filter_size: int,
-        layers: int,
-        kernels: Sequence[int] = (9, 1),
-        dropout: float = 0.0,
-        *,
-        rngs: nnx.Rngs,
-    ):
+    ``encoder_args``: the arguments of ``TransformerEncoder`` after ``dim`` (heads, filter_size,
+    layers, kernels, dropout).
+    """
+
+    def __init__(self, latent_dim: int, dim: int, *encoder_args, rngs: nnx.Rngs, **encoder_kw):
         self.proj = dense(latent_dim, dim, ("conv_in", "embed"), rngs)
-        self.encoder = TransformerEncoder(
-            dim, heads, filter_size, layers, kernels, dropout, rngs=rngs
-        )
+        self.encoder = TransformerEncoder(dim, *encoder_args, rngs=rngs, **encoder_kw)
 
     def __call__(
         self, latent: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None

@@ -76,11 +76,11 @@ def conv1d(
     )
 
 
-def layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def layer_norm(dim: int, rngs: nnx.Rngs, *, epsilon: float = 1e-5) -> nnx.LayerNorm:
     """LayerNorm with logical axes on scale and bias (statistics upcast in ``ln``)."""
     return nnx.LayerNorm(
         dim,
-        epsilon=1e-5,
+        epsilon=epsilon,
         scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
         bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
         rngs=rngs,

@@ -28,10 +28,12 @@ nothing pronounceable raises ``ValueError``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Literal
 
 from naturalspeech2_jax.text.normalize import CLAUSE_PUNCTUATION, normalize_text
@@ -44,6 +46,7 @@ __all__ = [
     "WB",
     "configure_espeak",
     "espeak_version",
+    "import_optional",
     "is_phoneme",
     "phonemize",
     "phonemize_batch",
@@ -61,6 +64,16 @@ _CLAUSE_RE = re.compile(r"[a-z']+(?: [a-z']+)*|[" + re.escape(CLAUSE_PUNCTUATION
 _configured = False
 
 
+def import_optional(*modules: str, missing: str) -> list[ModuleType]:
+    """The named modules, imported; an ImportError saying ``missing`` (what to install) when one
+    is not installed. For the dependencies imported on first use (here phonemizer and espeak-ng;
+    pocketsphinx in ``align/sphinx.py``)."""
+    try:
+        return [importlib.import_module(m) for m in modules]
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError(missing) from err
+
+
 def configure_espeak() -> None:
     """Point phonemizer at the espeak-ng library and data shipped by ``espeakng_loader``.
 
@@ -69,16 +82,13 @@ def configure_espeak() -> None:
     global _configured
     if _configured:
         return
-    try:
-        import espeakng_loader
-        from phonemizer.backend.espeak.wrapper import EspeakWrapper
-    except ImportError as err:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "G2P needs the 'phonemizer' and 'espeakng-loader' packages: "
-            "pip install 'phonemizer>=3.3,<4' 'espeakng-loader>=0.2,<0.3'."
-        ) from err
+    espeakng_loader, wrapper = import_optional(
+        "espeakng_loader", "phonemizer.backend.espeak.wrapper",
+        missing="G2P needs the 'phonemizer' and 'espeakng-loader' packages: "
+        "pip install 'phonemizer>=3.3,<4' 'espeakng-loader>=0.2,<0.3'.",
+    )  # fmt: skip
     os.environ.setdefault("ESPEAK_DATA_PATH", espeakng_loader.get_data_path())
-    EspeakWrapper.set_library(espeakng_loader.get_library_path())
+    wrapper.EspeakWrapper.set_library(espeakng_loader.get_library_path())
     _configured = True
 
 

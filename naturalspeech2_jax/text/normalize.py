@@ -22,7 +22,14 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["CLAUSE_PUNCTUATION", "normalize_text", "number_to_words", "ordinal_to_words"]
+__all__ = [
+    "CLAUSE_PUNCTUATION",
+    "digits_to_words",
+    "normalize_text",
+    "number_to_words",
+    "ordinal_to_words",
+    "year_to_words",
+]
 
 #: Punctuation kept by the normaliser (each becomes a token in the G2P output).
 CLAUSE_PUNCTUATION = ",.!?;:"
@@ -104,8 +111,10 @@ def ordinal_to_words(n: int) -> str:
     return " ".join(words)
 
 
-def _year_to_words(n: int) -> str:
-    """Read a year the way English speakers do: 1984 -> nineteen eighty four."""
+def year_to_words(n: int) -> str:
+    """Read a year the way English speakers do: 1984 -> nineteen eighty four, 1905 -> nineteen oh
+    five, 1900 -> nineteen hundred; 2000-2009 and whole thousands as cardinals (two thousand five).
+    """
     if 2000 <= n <= 2009 or n % 1000 == 0:
         return number_to_words(n)
     high, low = divmod(n, 100)
@@ -116,7 +125,8 @@ def _year_to_words(n: int) -> str:
     return number_to_words(high) + " " + number_to_words(low)
 
 
-def _digits_to_words(digits: str) -> str:
+def digits_to_words(digits: str) -> str:
+    """Read a string of digits one by one: '314' -> 'three one four'."""
     return " ".join(_ONES[int(d)] for d in digits)
 
 
@@ -126,7 +136,7 @@ def _decimal_to_words(text: str) -> str:
     if "." in text:
         whole, frac = text.split(".", 1)
         head = number_to_words(int(whole)) if whole else "zero"
-        return f"{head} point {_digits_to_words(frac)}"
+        return f"{head} point {digits_to_words(frac)}"
     return number_to_words(int(text))
 
 
@@ -241,7 +251,7 @@ def _currency(match: re.Match[str]) -> str:
 
 
 def _year(match: re.Match[str]) -> str:
-    words = _year_to_words(int(match.group(1)))
+    words = year_to_words(int(match.group(1)))
     if match.group(2):  # "1990s" -> "nineteen nineties"
         last = words.split()[-1]
         plural = last[:-1] + "ies" if last.endswith("y") else last + "s"

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from naturalspeech2_jax.text.g2p import PUNCTUATION_TOKENS, SIL, TOKEN_CONVENTION, WB
 
 __all__ = [
+    "ENGLISH_VOWELS",
     "PAD",
     "SPECIAL_TOKENS",
     "UNK",
@@ -41,8 +42,9 @@ UNK = "<unk>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, SIL, WB, *PUNCTUATION_TOKENS)
 _FORMAT = "naturalspeech2_jax.phoneme_vocab/1"
 
-# espeak-ng English vowels (every one gets the three stress forms) and non-vowel phonemes.
-_ENGLISH_VOWELS = tuple(
+# espeak-ng English vowels (every one gets the three stress forms) and non-vowel phonemes. The
+# vowels are public: singing gives them a note's length (``inference.singing``).
+ENGLISH_VOWELS = tuple(
     (  # noqa: SIM905 - a symbol list reads better as one string
         "a a: aa aɪ aɪə aɪɚ aʊ aː e ei eə eɪ eʲ eː i iə iː n̩ o oə oɪ oʊ oː u "
         "uː æ ææ æʊ ɐ ɐɐ ɑə ɑː ɑːɹ ɑ̃ ɒ ɔ ɔə ɔɪ ɔː ɔːɹ ə əl əu əɪ əɹ əʊ ɚ ɛ "
@@ -59,7 +61,7 @@ _ENGLISH_CONSONANTS = tuple(
 def english_phonemes() -> list[str]:
     """espeak-ng's English IPA phoneme tokens, with stress variants of every vowel, sorted."""
     tokens = set(_ENGLISH_CONSONANTS)
-    for vowel in _ENGLISH_VOWELS:
+    for vowel in ENGLISH_VOWELS:
         tokens.update((vowel, "ˈ" + vowel, "ˌ" + vowel))
     return sorted(tokens)
 

@@ -10,7 +10,7 @@ memory is that of the chips, and it needs libtpu but no TPU).
 
 ``time_steps(trainer, compiled, n)`` then allocates the state and a synthetic batch of that shape
 and times ``n`` steps: the same program, on whatever backend runs it. Model FLOP utilisation is
-quoted against the nominal bf16 peak of the chip when known (``evaluation.benchmark``), else
+quoted against the nominal bf16 peak of the chip when known (``train/compiled.py``), else
 against a matmul measured in the same run.
 """
 
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from naturalspeech2_jax.evaluation import benchmark
+from naturalspeech2_jax.train import compiled as xla
 
 
 def compile_report(trainer: Any) -> tuple[Any, dict[str, Any]]:
@@ -37,8 +37,8 @@ def compile_report(trainer: Any) -> tuple[Any, dict[str, Any]]:
     start = time.perf_counter()
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
-    memory = benchmark.compiled_memory(compiled)
-    flops = benchmark.compiled_costs(compiled)["flops"]
+    memory = xla.compiled_memory(compiled)
+    flops = xla.compiled_costs(compiled)["flops"]
     n_dev = trainer.mesh.devices.size
     device = trainer.mesh.devices.flat[0]  # a compile-only TPU device under --compile_topology
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(trainer.abstract.params))
@@ -115,8 +115,8 @@ def time_steps(trainer: Any, compiled: Any, steps: int, report: dict[str, Any]) 
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
-    reference = benchmark.matmul_reference()
-    peak, peak_name = benchmark.reference_peak(reference)
+    reference = xla.matmul_reference()
+    peak, peak_name = xla.reference_peak(reference)
     per_device = report.get("flops_per_step_per_device")
     out = {
         "step_time_s": step_s,

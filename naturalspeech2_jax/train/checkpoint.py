@@ -15,9 +15,7 @@ on 8 devices resumes on 1, on a (2, 2) mesh, or on 2 processes.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +24,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from naturalspeech2_jax.train.restore import absolute, restore_meta
+
 log = logging.getLogger(__name__)
 
 
@@ -33,11 +33,7 @@ class Checkpointer:
     """Save/restore of (state, data iterator, meta) with keep-N and async writes."""
 
     def __init__(self, directory: str | epath.Path, *, keep: int = 3, async_writes: bool = True):
-        # Orbax refuses relative paths ("Checkpoint path should be absolute"), and a user types
-        # `--checkpoint work/quickstart/ns2`: local paths are made absolute, URIs (gs://) kept.
-        if "://" not in str(directory):
-            directory = os.path.abspath(os.fspath(directory))
-        self.directory = epath.Path(directory)
+        self.directory = absolute(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,
@@ -84,12 +80,7 @@ class Checkpointer:
         return self.manager.item_metadata(step)["state"]["ema"] is not None
 
     def restore_meta(self, step: int) -> dict:
-        path = self.directory / str(step) / "meta" / "metadata"
-        if path.exists():
-            return json.loads(path.read_text())
-        return dict(
-            self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        )
+        return restore_meta(self.directory.parent, step)
 
     def restore_data(self, step: int, data_iterator: Any) -> bool:
         """Restore this process's iterator position; False if none was saved for this topology."""

@@ -1,4 +1,4 @@
-"""What a model brings to the generic training loop: the ``Task`` interface and its registry.
+"""What a model brings to the generic training loop: the ``Task`` interface and its lookup.
 
 The loop (``train/loop.py``) owns everything generic: meshes, sharded state, optimizers, EMA,
 mixed precision, gradient accumulation, NaN guard, checkpoints, metrics, profiling. A task owns what
@@ -14,6 +14,8 @@ place; the loop carries it from step to step.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -46,7 +48,7 @@ class DataIterator(Protocol):
 
 
 class Task(Protocol):
-    """The model-specific half of training (``train/testing.py`` is a complete small one)."""
+    """The model-specific half of training (``tasks/loop_test.py`` is a complete small one)."""
 
     config: Any
 
@@ -71,35 +73,24 @@ class Task(Protocol):
     # (e.g. the codec stores its latent statistics beside the checkpoint).
 
 
-_REGISTRY: dict[str, Callable[[Any], Task]] = {}
-
-
-def register_task(name: str) -> Callable:
-    """Decorator: make a task class constructible from ``config.task`` = ``name``."""
-
-    def wrap(cls):
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+TASKS_PACKAGE = "naturalspeech2_jax.tasks"
 
 
 def make_task(config: Any) -> Task:
-    """Instantiate the task that ``config.task`` names (importing the model packages first)."""
-    from naturalspeech2_jax.train import testing  # noqa: F401  (registers the loop test task)
-
-    for module in ("naturalspeech2_jax.models.codec_task", "naturalspeech2_jax.models.ns2_task"):
-        try:
-            __import__(module)
-        except ModuleNotFoundError as e:  # the model issues add these modules
-            if e.name != module:
-                raise
-    name = config.task
-    if name not in _REGISTRY:
+    """The task ``config.task`` names: module ``naturalspeech2_jax.tasks.<name>``, whose ``Task``
+    attribute is constructed with the config (as big_vision finds its models by module name)."""
+    name = str(config.task)
+    available = sorted(
+        m.name for m in pkgutil.iter_modules(importlib.import_module(TASKS_PACKAGE).__path__)
+    )
+    if name not in available:
         raise ValueError(
-            f"config.task={name!r} is not a known task; choose one of {sorted(_REGISTRY)}."
+            f"config.task={name!r} is not a module of {TASKS_PACKAGE}; choose one of {available}."
         )
-    return _REGISTRY[name](config)
+    module = importlib.import_module(f"{TASKS_PACKAGE}.{name}")
+    if not hasattr(module, "Task"):
+        raise ValueError(f"{module.__file__} defines no `Task`; config.task={name!r} is no task.")
+    return module.Task(config)
 
 
 def count_params_by_top_module(model: nnx.Module) -> dict[str, int]:

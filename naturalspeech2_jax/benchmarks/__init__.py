@@ -1,0 +1,1 @@
+"""Speed benchmarks and research probes: not imported by ``train/`` or the models."""

@@ -1,0 +1,122 @@
+"""What the command lines in launch/ share: flags, output files and one-line errors.
+
+The voice commands (launch/synthesize.py, sing.py, convert.py) write a wav with
+``<stem>.alignment.json`` and a PNG beside it (:func:`write_outputs`) and report a bad checkpoint,
+text, score or prompt as one ``error: ...`` line on stderr with exit status 2
+(:func:`one_line_errors`). launch/prepare_data.py and quickstart.py share their alignment flags
+(:func:`define_alignment_flags`).
+
+This module imports only the standard library at the top: the scripts build their flags from it,
+and ``--help`` answers in a fraction of a second, before JAX and the models load (the functions
+that need them import them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "define_alignment_flags",
+    "one_line_errors",
+    "synthesize_to_file",
+    "voice_parser",
+    "write_outputs",
+]
+
+# Where prepare_corpus takes phoneme durations from (the values data/prepare.py accepts).
+
+
+def voice_parser(
+    doc: str, inputs: dict[str, str], steps: int, steps_help: str | None = None
+) -> argparse.ArgumentParser:
+    """The flags of a command that turns ``inputs`` (flag -> help; required) into speech in the
+    voice of a prompt: --checkpoint, the inputs, --prompt, --out, --sampler, --steps. The
+    description is the first line of ``doc``; the command adds its own flags after these."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="NS2 run (--workdir of its training)")
+    for flag, text in inputs.items():
+        p.add_argument(flag, required=True, help=text)
+    p.add_argument("--prompt", required=True, help="a recording of the target voice (>= 1 s)")
+    p.add_argument("--out", required=True, help="output wav")
+    p.add_argument("--sampler", default="dpm++2m")
+    p.add_argument("--steps", type=int, default=steps, help=steps_help)
+    return p
+
+
+def write_outputs(path: str, result, title: str, plot: bool = True) -> None:
+    """wav + alignment json (+ PNG) for one SynthesisResult."""
+    from naturalspeech2_jax.inference.codec import save_audio
+    from naturalspeech2_jax.inference.plots import plot_synthesis
+
+    save_audio(path, result.wav)
+    stem = os.path.splitext(path)[0]
+    alignment = [{"phoneme": p, "start": s, "end": e} for p, s, e in result.alignment]
+    # Not <stem>.json: a score or text file beside the output may have that name.
+    with open(stem + ".alignment.json", "w", encoding="utf-8") as f:
+        json.dump({"text": title, "alignment": alignment}, f, ensure_ascii=False, indent=1)
+    if plot:
+        plot_synthesis(stem + ".png", result, title)
+
+
+def one_line_errors(run: Callable[[], object]) -> int:
+    """``run()``; exit status 0, or 2 with its error on one line of stderr.
+
+    Checkpoint, text, score and prompt errors (FileNotFoundError, ValueError and their
+    CheckpointError / SynthesisError) carry one sentence naming the file and the fix.
+    """
+    try:
+        run()
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def synthesize_to_file(
+    args: argparse.Namespace, make: Callable, source: str, title: str, verb: str, **options: Any
+) -> int:
+    """The body of a :func:`voice_parser` command: load the NS2 run ``args.checkpoint``, write
+    ``make(synth, source, args.prompt, sampler=, steps=, **options)`` to ``args.out``
+    (:func:`write_outputs`) and print its length (``OUT: 2.40 s <verb>``); returns the exit
+    status of :func:`one_line_errors`."""
+
+    def run() -> None:
+        from naturalspeech2_jax.inference import Synthesizer
+
+        synth = Synthesizer.from_checkpoint(args.checkpoint)
+        result = make(synth, source, args.prompt, sampler=args.sampler, steps=args.steps, **options)
+        write_outputs(args.out, result, title)
+        print(f"{args.out}: {len(result.wav) / result.sample_rate:.2f} s {verb}")
+
+    return one_line_errors(run)
+
+
+def define_alignment_flags() -> tuple[Any, Any]:
+    """absl flags ``--durations`` and ``--aligner`` (prepare_corpus's ``durations`` and
+    ``aligner``, both ``auto`` by default); returns their holders."""
+    from absl import flags
+
+    from naturalspeech2_jax.data.prepare import ALIGNERS, DURATION_SOURCES
+
+    flags.disclaim_key_flags()  # the flags belong to the calling script: its --help lists them
+    choices_and_help = {
+        "durations": (DURATION_SOURCES,
+                      "Phoneme durations: auto (exact timings where the corpus has them, as the "
+                      "embedded one does; else TextGrids whose phones are our tokens; else "
+                      "--aligner), aligner (--aligner even where exact timings exist: they then "
+                      "score it) or exact."),
+        "aligner": (ALIGNERS,
+                    "Where no exact timings or TextGrids exist: pocketsphinx (pretrained en-us "
+                    "acoustic model; needs the eval extra), builtin (trained on the corpus "
+                    "itself) or auto (pocketsphinx when installed)."),
+    }  # fmt: skip
+    durations, aligner = (
+        flags.DEFINE_enum(name, "auto", list(choices), text)
+        for name, (choices, text) in choices_and_help.items()
+    )
+    return durations, aligner
