@@ -41,6 +41,8 @@ def cache_root() -> epath.Path:
 
 def embedded_dataset_dir(size: str = "default", root: str | os.PathLike | None = None) -> str:
     """The prepared embedded dataset's version dir, building it first if it is not cached."""
+    # Generation and preparation bring espeak-ng, G2P and TFDS (seconds to import): only a first
+    # use, which builds the dataset, needs them; the tasks import this module for the paths.
     from naturalspeech2_jax.data.prepare import prepare_corpus
     from naturalspeech2_jax.data.synthetic import generate_corpus
     from naturalspeech2_jax.data.tfds_builder import VERSION

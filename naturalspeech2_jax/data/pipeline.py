@@ -26,6 +26,7 @@ import numpy as np
 from etils import epath
 
 from naturalspeech2_jax import HOP_LENGTH
+from naturalspeech2_jax.data.loader import make_batch_iterator
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,6 @@ def crop_iterator(
     num_threads: int = 4,
 ) -> grain.DatasetIterator:
     """Batches of fixed-size random crops (one compiled shape)."""
-    from naturalspeech2_jax.data.loader import make_batch_iterator
-
     return make_batch_iterator(
         source,
         seed=seed,

@@ -127,7 +127,7 @@ def encode_dataset(
 
 def _check_destination(dataset_dir: epath.Path, out_dir: epath.Path) -> tuple[str, list[str]]:
     """(name, splits) of the source; the destination must be a new version dir."""
-    from naturalspeech2_jax.data.tfds_builder import VERSION
+    from naturalspeech2_jax.data.tfds_builder import VERSION  # TFDS: slow to import
 
     info = dataset_info(dataset_dir)
     if out_dir.name != VERSION:
