@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from naturalspeech2_jax.train.restore import absolute, restore_meta
+from naturalspeech2_jax.train.restore import absolute, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Checkpointer:
         return self.manager.item_metadata(step)["state"]["ema"] is not None
 
     def restore_meta(self, step: int) -> dict:
-        return restore_meta(self.directory.parent, step)
+        return read_meta(self.directory, step)
 
     def restore_data(self, step: int, data_iterator: Any) -> bool:
         """Restore this process's iterator position; False if none was saved for this topology."""

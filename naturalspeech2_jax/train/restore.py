@@ -60,8 +60,13 @@ def latest_step(workdir: str | os.PathLike) -> int | None:
 
 
 def restore_meta(workdir: str | os.PathLike, step: int) -> dict:
-    """The JSON ``meta`` item of a checkpoint: the run's config and what its task added."""
-    item = checkpoints_dir(workdir) / str(step) / "meta"
+    """The JSON ``meta`` item of a run's checkpoint: its config and what its task added."""
+    return read_meta(checkpoints_dir(workdir), step)
+
+
+def read_meta(checkpoints: epath.Path, step: int) -> dict:
+    """The JSON ``meta`` item of checkpoint ``step`` in an Orbax checkpoints directory."""
+    item = checkpoints / str(step) / "meta"
     path = item / "metadata"
     if path.exists():
         return json.loads(path.read_text())
