@@ -11,6 +11,10 @@ several corpora (e.g. train/ and dev/) gives one split each. Durations come from
 cores, then a minute to align a few thousand utterances). The result opens with
 ``tfds.builder_from_directory(DIR/<name>/1.0.0)``; its card.md lists hours, speakers and the
 rejected utterances with their reasons.
+
+Preparing again under the same --name reuses the dataset when it was made from the same corpora
+and options (recorded in its prepared_from.json), refuses naming what differs otherwise, and
+rebuilds it with --overwrite.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 
 from absl import app, flags
 
@@ -47,15 +52,29 @@ _EDGE = flags.DEFINE_float(
 _MIN_S = flags.DEFINE_float("min_seconds", 0.5, "Shorter utterances are rejected.")
 _MAX_S = flags.DEFINE_float("max_seconds", 20.0, "Longer utterances are rejected.")
 _WORKERS = flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False,
+    "Rebuild a dataset already prepared under --name (needed when the corpus or options differ).",
+)  # fmt: skip
+
+
+def _usage_error(reason: str) -> None:
+    """The reason and a pointer to --help on stderr, exit status 2 (not the whole help text)."""
+    print(f"error: {reason} (see --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags only (see --help).")
+        _usage_error(f"unexpected arguments {argv[1:]}; flags only")
     if not _DATA_DIR.value:
-        raise app.UsageError("--data_dir is required, e.g. --data_dir=work/data.")
+        _usage_error("--data_dir is required, e.g. --data_dir=work/data")
     if bool(_CORPUS.value) == _EMBEDDED.value:
-        raise app.UsageError("give exactly one of --corpus=PATH or --embedded.")
+        _usage_error("give exactly one of --corpus=PATH or --embedded")
+    sys.exit(cli.one_line_errors(_prepare))
+
+
+def _prepare() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     from naturalspeech2_jax.data.prepare import prepare_corpus
@@ -65,12 +84,15 @@ def main(argv: list[str]) -> None:
     if _EMBEDDED.value:
         from naturalspeech2_jax.data.synthetic import generate_corpus
 
+        if os.path.exists(_DATA_DIR.value) and not os.path.isdir(_DATA_DIR.value):
+            _usage_error(f"--data_dir {_DATA_DIR.value} is a file, not a folder")
+
         corpus_dir = os.path.join(_DATA_DIR.value, "embedded_corpus")
         generate_corpus(corpus_dir)
         corpora, name = [corpus_dir], name or "embedded"
     for c in corpora:
         if not os.path.isdir(c):
-            raise app.UsageError(f"--corpus {c} is not a directory; give a corpus folder.")
+            _usage_error(f"--corpus {c} is not a directory; give a corpus folder")
     if not name:
         name = "_".join(os.path.basename(os.path.normpath(c)) for c in corpora).lower()
         name = "".join(ch if ch.isalnum() else "_" for ch in name)
@@ -89,6 +111,7 @@ def main(argv: list[str]) -> None:
         min_seconds=_MIN_S.value,
         max_seconds=_MAX_S.value,
         num_workers=_WORKERS.value or None,
+        overwrite=_OVERWRITE.value,
     )
     print(json.dumps({"dataset_dir": str(result.dataset_dir), **result.card}, indent=1))
 

@@ -4,12 +4,19 @@
         --prompt prompt.wav --out out.wav [--sampler dpm++2m --steps 25 --seed 0]
     python launch/synthesize.py --checkpoint W/ns2 --text_file lines.txt --prompt p.wav \
         --out out_dir/        # one sentence per line -> out_dir/0000.wav ... (progress bar)
+    python launch/synthesize.py --checkpoint W/ns2 --manifest rows.tsv
+                              # rows "text<TAB>prompt<TAB>output" (header optional; an empty
+                              # prompt column takes --prompt), one model load (progress bar)
     python launch/synthesize.py --checkpoint W/ns2 --prompt p.wav --rtf euler:150,dpm++2m:25
 
 Beside every wav a PNG shows the mel spectrogram, the pitch and the phoneme boundaries, and
-``<stem>.alignment.json`` holds the phoneme alignment. ``--rtf`` measures the real-time factor of
+``<stem>.alignment.json`` holds the phoneme alignment. The last line printed is the real-time
+factor (synthesis seconds, compilation included, per second of audio). ``--rtf`` measures it for
 each ``sampler:steps`` on this machine after a warm-up call (compile time reported apart).
-Errors (bad checkpoint, empty text, short or silent prompt...) are one line on stderr, exit 2.
+Errors (bad checkpoint, empty text, short or silent prompt, a number out of range...) are one
+line on stderr, exit 2. With --text_file or --manifest a line that fails is reported as
+``FILE:LINE: reason`` and the other lines are written; the exit status is then 2.
+Relative paths in a manifest are relative to the current directory, as on the command line.
 """
 
 from __future__ import annotations
@@ -35,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     text = p.add_mutually_exclusive_group()
     text.add_argument("--text", help="text to speak (long text is split at sentences)")
     text.add_argument("--text_file", help="a UTF-8 file: one utterance per line")
-    p.add_argument("--prompt", required=True, help="a recording of the target voice (>= 1 s)")
+    text.add_argument(
+        "--manifest", help="a UTF-8 TSV: rows text<TAB>prompt<TAB>output (header optional)"
+    )
+    p.add_argument(
+        "--prompt", help="a recording of the target voice (>= 1 s); with --manifest, the default"
+    )
     p.add_argument("--out", help="output wav (--text) or directory (--text_file)")
     p.add_argument("--sampler", default="dpm++2m", help="euler | heun | dpm++2m | sde")
     p.add_argument("--steps", type=int, default=25, help="sampler steps (paper: euler 150)")
@@ -80,38 +92,164 @@ def measure_rtf(synth, prompt: str, specs: str, text: str = RTF_TEXT) -> list[di
     return rows
 
 
-def run(args: argparse.Namespace) -> None:
+MANIFEST_HEADER = ("text", "prompt", "output")
+
+
+def read_manifest(path: str) -> tuple[list[tuple[int, tuple[str, ...]]], dict[int, str]]:
+    """Rows ``(line number, (text, prompt, output))`` of a manifest and {line number: reason} for
+    each row that is not three tab-separated columns with a text and an output (blank lines and a
+    ``text<TAB>prompt<TAB>output`` header are skipped)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--manifest {path} does not exist; check the path.")
+    rows, errors, outputs = [], {}, {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            cols = tuple(c.strip() for c in line.split("\t"))
+            if n == 1 and tuple(c.lower() for c in cols) == MANIFEST_HEADER:
+                continue
+            if len(cols) != 3:
+                errors[n] = (f"{len(cols)} tab-separated columns; a row is "
+                             "text<TAB>prompt<TAB>output.")  # fmt: skip
+            elif not cols[0] or not cols[2]:
+                errors[n] = (f"the {'text' if not cols[0] else 'output'} column is empty; a "
+                             "row is text<TAB>prompt<TAB>output.")  # fmt: skip
+            elif cols[2] in outputs:
+                errors[n] = (f"output {cols[2]} is also line {outputs[cols[2]]}'s; give "
+                             "every row its own output.")  # fmt: skip
+            else:
+                outputs[cols[2]] = n
+                rows.append((n, cols))
+    if not rows and not errors:
+        raise ValueError(f"{path} holds no rows; write text<TAB>prompt<TAB>output per line.")
+    return rows, errors
+
+
+def _report(errors: list[str], written: int, where: str, unit: str) -> int:
+    """The failures (one line each), the ``N written, M failed`` summary; exit status."""
+    for e in errors:
+        print(e, file=sys.stderr)
+    print(f"{where}: {written} {unit} written, {len(errors)} failed")
+    if errors:
+        print(f"error: {len(errors)} of {written + len(errors)} {unit} failed (listed above).",
+              file=sys.stderr)  # fmt: skip
+    return 2 if errors else 0
+
+
+def run_text_file(args: argparse.Namespace, synth, kw: dict) -> tuple[int, float, float]:
+    """One wav per non-empty line (out/0000.wav ...: numbered among the non-empty lines); a line
+    that cannot be synthesised is reported with its line number. (status, compute s, audio s)"""
+    from naturalspeech2_jax.inference import SynthesisError
+
+    if not os.path.isfile(args.text_file):
+        raise FileNotFoundError(f"--text_file {args.text_file} does not exist; check the path.")
+    with open(args.text_file, encoding="utf-8") as f:
+        numbered = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    if not numbered:
+        raise ValueError(f"{args.text_file} holds no text; write one utterance per line.")
+    os.makedirs(args.out, exist_ok=True)
+    errors: dict[int, str] = {}
+    good = []  # (index among non-empty lines, line number, text)
+    for i, (n, line) in enumerate(numbered):
+        try:
+            synth.sentence_tokens(line)  # G2P only: unpronounceable text fails here
+            good.append((i, n, line))
+        except SynthesisError as e:
+            errors[n] = str(e)
+    start = time.perf_counter()
+    results: list = []
+    if good:
+        try:
+            results = synth.synthesize_batch([t for _, _, t in good], args.prompt, progress=True,
+                                             **kw)  # fmt: skip
+        except SynthesisError:
+            # One line failed later (e.g. it lasts too long): each line alone, to name it. A
+            # prompt's error fails every line, so it stops here.
+            synth.load_prompt(args.prompt)
+            results = []
+            for _, n, line in good:
+                try:
+                    results.append(synth.synthesize(line, args.prompt, **kw))
+                except SynthesisError as e:
+                    errors[n] = str(e)
+                    results.append(None)
+    compute = time.perf_counter() - start
+    audio = 0.0
+    written = 0
+    for (i, _, line), result in zip(good, results, strict=True):
+        if result is None:
+            continue
+        cli.write_outputs(os.path.join(args.out, f"{i:04d}.wav"), result, line, not args.no_plot)
+        audio += len(result.wav) / result.sample_rate
+        written += 1
+    lines = [f"{args.text_file}:{n}: {errors[n]}" for n in sorted(errors)]
+    return _report(lines, written, args.out, "utterances"), compute, audio
+
+
+def run_manifest(args: argparse.Namespace, synth, kw: dict) -> tuple[int, float, float]:
+    """One wav per manifest row, the model loaded once; a row that fails is reported with its
+    line number and the others are written. (status, compute s, audio s)"""
+    from tqdm import tqdm
+
+    rows, errors = read_manifest(args.manifest)
+    compute = audio = 0.0
+    written = 0
+    for n, (text, prompt, out) in tqdm(rows, unit="row", desc="synthesize"):
+        prompt = prompt or args.prompt
+        try:
+            if not prompt:
+                raise ValueError("the prompt column is empty and no --prompt is given.")
+            start = time.perf_counter()
+            result = synth.synthesize(text, prompt, **kw)
+            compute += time.perf_counter() - start
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            cli.write_outputs(out, result, text, not args.no_plot)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            errors[n] = str(e)
+            continue
+        audio += len(result.wav) / result.sample_rate
+        written += 1
+    lines = [f"{args.manifest}:{n}: {errors[n]}" for n in sorted(errors)]
+    return _report(lines, written, args.manifest, "rows"), compute, audio
+
+
+def run(args: argparse.Namespace) -> int:
+    cli.check_numbers(args)  # before the checkpoint loads
+    if not args.manifest and not args.prompt:
+        raise ValueError("--prompt is required; pass a recording of the target voice (>= 1 s).")
+    if not args.rtf and not args.manifest:
+        if not args.out:
+            raise ValueError(
+                "--out is required; pass the output wav (or a directory for --text_file)."
+            )
+        if not args.text_file and args.text is None:
+            raise ValueError('pass --text "...", --text_file F or --manifest F.')
     from naturalspeech2_jax.inference import Synthesizer
 
     synth = Synthesizer.from_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint)
     if args.rtf:
         measure_rtf(synth, args.prompt, args.rtf)
-        return
-    if not args.out:
-        raise ValueError("--out is required; pass the output wav (or a directory for --text_file).")
+        return 0
     kw = dict(sampler=args.sampler, steps=args.steps, seed=args.seed, speed=args.speed,
               pitch_shift=args.pitch_shift, temperature=args.temperature,
               guidance_scale=args.guidance_scale)  # fmt: skip
-    if args.text_file:
-        if not os.path.isfile(args.text_file):
-            raise FileNotFoundError(f"--text_file {args.text_file} does not exist; check the path.")
-        with open(args.text_file, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
-        if not lines:
-            raise ValueError(f"{args.text_file} holds no text; write one utterance per line.")
-        os.makedirs(args.out, exist_ok=True)
-        results = synth.synthesize_batch(lines, args.prompt, progress=True, **kw)
-        for i, (line, result) in enumerate(zip(lines, results, strict=True)):
-            path = os.path.join(args.out, f"{i:04d}.wav")
-            cli.write_outputs(path, result, line, not args.no_plot)
-        print(f"{args.out}: {len(results)} utterances")
-        return
-    if args.text is None:
-        raise ValueError('pass --text "..." or --text_file F.')
-    result = synth.synthesize(args.text, args.prompt, **kw)
-    cli.write_outputs(args.out, result, args.text, not args.no_plot)
-    print(f"{args.out}: {len(result.wav) / result.sample_rate:.2f} s, "
-          f"{len(result.phonemes)} phonemes")  # fmt: skip
+    if args.manifest:
+        status, compute, audio = run_manifest(args, synth, kw)
+    elif args.text_file:
+        status, compute, audio = run_text_file(args, synth, kw)
+    else:
+        start = time.perf_counter()
+        result = synth.synthesize(args.text, args.prompt, **kw)
+        compute = time.perf_counter() - start
+        cli.write_outputs(args.out, result, args.text, not args.no_plot)
+        audio = len(result.wav) / result.sample_rate
+        print(f"{args.out}: {audio:.2f} s, {len(result.phonemes)} phonemes")
+        status = 0
+    if audio > 0:
+        print(cli.rtf_line(compute, audio))
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

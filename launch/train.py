@@ -128,9 +128,14 @@ def main(argv: list[str]) -> None:
     if _DISTRIBUTED.value:
         config.distributed = True
     parallel.maybe_initialize_distributed(bool(config.get("distributed", False)))
+    from naturalspeech2_jax.train.metrics import MetricsFileError
+    from naturalspeech2_jax.train.workdir_lock import WorkdirBusyError
+
     try:
         loop.train(config, workdir)
-    except FileNotFoundError as e:  # missing data/codec/checkpoint: one sentence names the fix
+    except (FileNotFoundError, WorkdirBusyError, MetricsFileError) as e:
+        # Missing data/codec/checkpoint, a work directory in use, a damaged metrics.jsonl: the
+        # message is one sentence that names the file and the fix.
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

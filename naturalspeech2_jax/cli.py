@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "check_numbers",
     "define_alignment_flags",
     "one_line_errors",
+    "rtf_line",
     "synthesize_to_file",
     "voice_parser",
     "write_outputs",
@@ -48,6 +52,37 @@ def voice_parser(
     return p
 
 
+# flag -> (test, what it must be, an example): every number a voice command takes.
+_NUMBERS: dict[str, tuple[Callable[[float], bool], str, str]] = {
+    "steps": (lambda x: x >= 1, "an integer >= 1", "25"),
+    "seed": (lambda x: 0 <= x < 2**32, "an integer in [0, 2**32)", "0"),
+    "speed": (lambda x: x > 0, "> 0", "1 (normal) or 1.5 (faster)"),
+    "temperature": (lambda x: x > 0, "> 0", "0.83 (1/1.2)"),
+    "guidance_scale": (lambda x: x >= 0, ">= 0", "1 (no guidance)"),
+    "pitch_shift": (lambda x: True, "a finite number of semitones", "0"),
+    "vibrato_cents": (lambda x: x >= 0, ">= 0 cents", "30"),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """ValueError (one sentence naming the flag) for a number flag of ``args`` out of range:
+    --steps >= 1, --seed in [0, 2**32), --speed > 0, --temperature > 0, --guidance_scale >= 0,
+    --pitch_shift finite, --vibrato_cents >= 0 (those the command has)."""
+    for name, (ok, what, example) in _NUMBERS.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"--{name} must be {what}, got {value}; try --{name} {example}.")
+
+
+def rtf_line(compute_s: float, audio_s: float) -> str:
+    """``RTF 0.42 (3.10 s of compute for 7.38 s of audio)``: wall-clock synthesis seconds (model
+    loading excluded, compilation included) per second of audio written."""
+    rtf = compute_s / audio_s if audio_s > 0 else math.nan
+    return f"RTF {rtf:.3f} ({compute_s:.2f} s of compute for {audio_s:.2f} s of audio)"
+
+
 def write_outputs(path: str, result, title: str, plot: bool = True) -> None:
     """wav + alignment json (+ PNG) for one SynthesisResult."""
     from naturalspeech2_jax.inference.codec import save_audio
@@ -70,11 +105,11 @@ def one_line_errors(run: Callable[[], object]) -> int:
     CheckpointError / SynthesisError) carry one sentence naming the file and the fix.
     """
     try:
-        run()
+        status = run()
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def synthesize_to_file(
@@ -82,16 +117,22 @@ def synthesize_to_file(
 ) -> int:
     """The body of a :func:`voice_parser` command: load the NS2 run ``args.checkpoint``, write
     ``make(synth, source, args.prompt, sampler=, steps=, **options)`` to ``args.out``
-    (:func:`write_outputs`) and print its length (``OUT: 2.40 s <verb>``); returns the exit
-    status of :func:`one_line_errors`."""
+    (:func:`write_outputs`) and print its length (``OUT: 2.40 s <verb>``) and real-time factor
+    (:func:`rtf_line`); returns the exit status of :func:`one_line_errors`. A number flag out of
+    range (:func:`check_numbers`) fails before the checkpoint loads."""
 
     def run() -> None:
+        check_numbers(args)  # before the checkpoint loads
         from naturalspeech2_jax.inference import Synthesizer
 
         synth = Synthesizer.from_checkpoint(args.checkpoint)
+        start = time.perf_counter()
         result = make(synth, source, args.prompt, sampler=args.sampler, steps=args.steps, **options)
+        compute = time.perf_counter() - start
         write_outputs(args.out, result, title)
-        print(f"{args.out}: {len(result.wav) / result.sample_rate:.2f} s {verb}")
+        audio = len(result.wav) / result.sample_rate
+        print(f"{args.out}: {audio:.2f} s {verb}")
+        print(rtf_line(compute, audio))
 
     return one_line_errors(run)
 

@@ -17,7 +17,11 @@ Stages (each utterance that fails is reported with its reason and skipped; the r
    rounded, not durations, so ``sum(durations) == n_frames``.
 5. **Write** the TFDS ArrayRecord dataset (``data/tfds_builder.py``) plus ``vocab.json``,
    ``speakers.json``, a dataset card (``card.json``, ``card.md``, ``lengths.png``) and
-   ``rejected.tsv`` beside it.
+   ``rejected.tsv`` beside it, and last ``prepared_from.json`` (corpus paths, the options that
+   change the data, the readers' and this module's versions). Preparing again under the same
+   name reuses the dataset when those are the same, refuses naming what differs otherwise, and
+   rebuilds with ``overwrite=True``; when nothing survives, ``rejected.tsv`` is written into
+   ``<data_dir>/_work/<name>`` and the error tallies every reason.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -53,6 +58,7 @@ from naturalspeech2_jax.audio import (
 )
 from naturalspeech2_jax.data import readers
 from naturalspeech2_jax.text.g2p import SIL, is_phoneme, phonemize_batch
+from naturalspeech2_jax.text.normalize import unpronounceable_characters
 from naturalspeech2_jax.text.vocab import PhonemeVocab, UnknownSymbolError, default_vocab
 
 # Imported where used, not here: data.tfds_builder (tfds and grain take seconds to import, and
@@ -66,6 +72,13 @@ FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # 80 frames per second
 ALIGNERS = ("auto", "pocketsphinx", "builtin")
 DURATION_SOURCES = ("auto", "aligner", "exact")
 _MIN_FRAMES = "1 per phoneme, 0 for <sil>, <wb> and punctuation"  # both aligners' constraint
+#: Bumped when preparing the same corpus with the same options gives different data; recorded
+#: in ``prepared_from.json`` with the readers' version. 2: utterances with characters the text
+#: front end cannot pronounce are rejected.
+PREPARE_VERSION = 2
+FINGERPRINT_FILE = "prepared_from.json"
+# Options that do not change the prepared data (how fast, how loud, where): not fingerprinted.
+_UNRECORDED_OPTIONS = ("name", "num_workers", "progress", "overwrite")
 
 
 @dataclasses.dataclass
@@ -90,6 +103,9 @@ class PrepareOptions:
     max_seconds: float = 20.0
     num_workers: int | None = None
     progress: bool = True
+    # Rebuild a dataset already prepared under this name (and its feature cache) instead of
+    # reusing it or refusing to when it was built from other inputs.
+    overwrite: bool = False
 
 
 @dataclasses.dataclass
@@ -118,12 +134,18 @@ def prepare_corpus(
     corpora = [os.fspath(corpus)] if isinstance(corpus, str | os.PathLike) else list(corpus)
     data_dir = epath.Path(data_dir)
     out_dir = data_dir / opts.name / VERSION
-    if (out_dir / "card.json").exists():
-        log.info("%s is already prepared; delete it to prepare again", out_dir)
-        return PrepareResult(out_dir, json.loads((out_dir / "card.json").read_text()))
-    start_time = time.time()
     work = data_dir / "_work" / opts.name
-    work.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(corpora, opts)
+    if opts.overwrite:
+        for old in (out_dir, work):
+            if old.exists():
+                log.info("--overwrite: removing %s", old)
+                shutil.rmtree(os.fspath(old))
+    elif (out_dir / "card.json").exists():
+        return PrepareResult(out_dir, _reused_card(out_dir, fingerprint))
+    _check_data_dir(data_dir)
+    start_time = time.time()
+    _fresh_work_dir(work, fingerprint)
 
     splits = discover_splits(corpora, opts.layout)
     vocab = default_vocab()
@@ -135,7 +157,7 @@ def prepare_corpus(
     rejected = _listing_problems(splits) + bad_text + bad_audio + unaligned
     crops = _edge_crops(final, durations, opts.max_edge_silence)
 
-    split_names = _surviving_splits(splits, final, corpora, rejected)
+    split_names = _surviving_splits(splits, final, corpora, rejected, work)
     # From kept, not final: a speaker whose every utterance failed alignment keeps its id.
     speakers = sorted({u.speaker for _, u, _, _ in kept})
     speaker_ids = {s: i for i, s in enumerate(speakers)}
@@ -166,6 +188,8 @@ def prepare_corpus(
     if align_report.get("figure"):
         (out_dir / "alignment.png").write_bytes((work / "alignment.png").read_bytes())
     _write_card(out_dir, card, lengths, rejected)
+    # Last: its presence with card.json says the dataset is complete and what it was made from.
+    (out_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=1))
     log.info("prepared %s: %s", out_dir, json.dumps(card["splits"]))
     return PrepareResult(out_dir, card)
 
@@ -180,6 +204,80 @@ def _checked_options(options: PrepareOptions | None, overrides: dict[str, Any]) 
     if opts.max_edge_silence is not None and opts.max_edge_silence < 0:
         raise ValueError(f"max_edge_silence must be >= 0 seconds, not {opts.max_edge_silence}.")
     return opts
+
+
+# ------------------------------------------------------------------------------------ reruns
+def _fingerprint(corpora: Sequence[str], opts: PrepareOptions) -> dict[str, Any]:
+    """What the dataset is made from: the corpus folders, the options that change the data, and
+    the readers' and this module's versions (``prepared_from.json`` beside the dataset)."""
+    options = {k: v for k, v in dataclasses.asdict(opts).items() if k not in _UNRECORDED_OPTIONS}
+    return {
+        "corpora": [os.path.abspath(os.fspath(c)) for c in corpora],
+        "options": options,
+        "reader_version": readers.READER_VERSION,
+        "prepare_version": PREPARE_VERSION,
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``what: old -> new`` for each fingerprint entry (an option by its name) that differs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key == "options":
+            a, b = old.get(key, {}), new.get(key, {})
+            out += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]  # fmt: skip
+        elif old.get(key) != new.get(key):
+            out.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return out
+
+
+def _reused_card(out_dir: epath.Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The card of the dataset already prepared in ``out_dir`` when it was made from the same
+    corpora and options; a ValueError naming what differs otherwise."""
+    recorded = out_dir / FINGERPRINT_FILE
+    if not recorded.exists():
+        log.warning(
+            "%s was prepared before datasets recorded what they were made from (no %s); "
+            "reusing it as it is. Prepare with --overwrite to rebuild it with these options.",
+            out_dir, FINGERPRINT_FILE,
+        )  # fmt: skip
+    else:
+        diff = _differences(json.loads(recorded.read_text()), fingerprint)
+        if diff:
+            raise ValueError(
+                f"{out_dir} was prepared from other inputs ({'; '.join(diff)}); give --overwrite "
+                "to rebuild it, or another --name to keep both."
+            )
+        log.info("%s is already prepared from the same corpora and options; reusing it", out_dir)
+    return json.loads((out_dir / "card.json").read_text())
+
+
+def _check_data_dir(data_dir: epath.Path) -> None:
+    """A ValueError (one sentence) when ``data_dir`` is not a folder that can be written."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ValueError(f"--data_dir {data_dir} is a file, not a folder; give a folder path.")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write_test_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(
+            f"--data_dir {data_dir} cannot be written ({e.strerror or e}); give a folder you can "
+            "write to."
+        ) from e
+
+
+def _fresh_work_dir(work: epath.Path, fingerprint: dict[str, Any]) -> None:
+    """Create ``work``; its feature cache is kept (an interrupted run resumes) only when it was
+    made from the same inputs, else it is emptied first."""
+    stamp = work / FINGERPRINT_FILE
+    if work.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != fingerprint):
+        log.info("%s holds features made from other inputs; removing them", work)
+        shutil.rmtree(os.fspath(work))
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(fingerprint, indent=1))
 
 
 def _cache_path(work: epath.Path, split: str, utt_id: str) -> str:
@@ -200,13 +298,18 @@ def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[st
         path = epath.Path(corpus)
         if not path.is_dir():
             raise FileNotFoundError(f"corpus {path} is not a directory; pass a corpus folder.")
+        # CorpusEncodingError is never swallowed: a file that is not UTF-8 is the reason the
+        # corpus cannot be read, whatever the layout, and its message names file and line.
         subs = []
         for sub in sorted(p for p in path.iterdir() if p.is_dir()):
             try:
                 if layout or readers.detect_layout(sub) != "folder":
                     subs.append((_split_name(sub), readers.read_corpus(sub, layout=layout)))
+            except readers.CorpusEncodingError:
+                raise
             except readers.CorpusError:
                 continue
+        root_error = None
         try:
             # A folder of corpora (train/, dev/ ...) would also read as one plain "folder"
             # corpus; the structured sub-corpora win then.
@@ -214,9 +317,13 @@ def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[st
             if not (subs and root_layout == "folder"):
                 out.append((_split_name(path), readers.read_corpus(path, layout=layout)))
                 continue
-        except readers.CorpusError:
-            pass
+        except readers.CorpusEncodingError:
+            raise
+        except readers.CorpusError as e:
+            root_error = e
         if not subs:
+            if layout and root_error is not None:  # the reader of the named layout says why
+                raise readers.CorpusError(f"{root_error} (--layout={layout})") from root_error
             raise ValueError(
                 f"{path} is not a corpus of any known layout and holds none; give "
                 "--layout=kaldi|libritts|librispeech|vctk|mls|ljspeech|folder or another path."
@@ -247,6 +354,16 @@ def _encode_transcripts(
     for (split, u), tokens in zip(utts, phon, strict=True):
         if tokens is None:
             rejected.append((split, u.id, "text has nothing pronounceable"))
+            continue
+        # Characters the English front end drops (Chinese, emoji, ...) are in the audio but
+        # would be missing from the phonemes: the alignment and the model would learn wrong.
+        dropped = unpronounceable_characters(u.text)
+        if dropped:
+            codes = " ".join(f"U+{ord(c):04X}" for c in dropped)
+            rejected.append(
+                (split, u.id, f"unpronounceable characters: {dropped!r} ({codes}) would be "
+                 "missing from the phonemes; transliterate or remove them")
+            )  # fmt: skip
             continue
         try:
             items.append((split, u, tokens, vocab.encode(tokens)))
@@ -475,17 +592,45 @@ def _edge_crops(final, durations: dict, max_seconds: float | None) -> dict[str, 
 
 # ------------------------------------------------------------------------------------ writing
 def _surviving_splits(
-    splits: list[tuple[str, Any]], final: list[_Item], corpora: list[str], rejected: _Rejected
+    splits: list[tuple[str, Any]],
+    final: list[_Item],
+    corpora: list[str],
+    rejected: _Rejected,
+    work: epath.Path,
 ) -> list[str]:
-    """The splits that kept at least one utterance, in corpus order; none is an error that
-    names the commonest reasons."""
+    """The splits that kept at least one utterance, in corpus order; none is an error with the
+    tally of every reason, after writing ``rejected.tsv`` into ``work``."""
     split_names = [s for s, _ in splits if any(x[0] == s for x in final)]
     if not split_names:
+        tsv = work / "rejected.tsv"
+        _write_rejected(tsv, rejected)
+        tally = ", ".join(f"{n} {r}" for r, n in _reason_tally(rejected).most_common())
         raise ValueError(
-            f"no utterance of {corpora} survived preparation; see the reasons: "
-            f"{Counter(r for _, _, r in rejected).most_common(5)}"
+            f"no utterance of {', '.join(corpora)} survived preparation: {len(rejected)} "
+            f"rejected ({tally or 'none listed'}); each one and its reason is in {tsv}."
         )
     return split_names
+
+
+def reason_class(reason: str) -> str:
+    """The kind of a rejection reason, for tallies: its text before any ``:`` or ``(``, without
+    file paths or quoted names ("audio file /a/b.flac is empty (0 bytes)" -> "audio file is
+    empty"); ``rejected.tsv`` keeps the whole reason."""
+    head = re.split(r"[:(]", reason, maxsplit=1)[0]
+    head = re.sub(r"'[^']*'|\"[^\"]*\"", " ", head)
+    words = [w for w in head.split() if "/" not in w and os.sep not in w]
+    return " ".join(words) or reason.strip()
+
+
+def _reason_tally(rejected: _Rejected) -> Counter:
+    return Counter(reason_class(r) for _, _, r in rejected)
+
+
+def _write_rejected(path: epath.Path, rejected: _Rejected) -> None:
+    with path.open("w") as f:
+        f.write("split\titem\treason\n")
+        for split, item, reason in rejected:
+            f.write(f"{split}\t{item}\t{reason}\n")
 
 
 def _split_examples(
@@ -543,7 +688,7 @@ def _dataset_card(
     def stats_of(rows: list[_Item]) -> dict[str, float]:
         return duration_stats([t for _, _, t, _ in rows], [durations[u.id] for _, u, _, _ in rows])
 
-    reasons = Counter(re.sub(r"[:(].*", "", r).strip() for _, _, r in rejected)
+    reasons = _reason_tally(rejected)
     card = {
         "name": opts.name,
         "corpora": corpora,
@@ -600,10 +745,7 @@ def duration_stats(tokens: list[list[str]], durations: list[np.ndarray]) -> dict
 def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rejected) -> None:
     """``card.json``, ``rejected.tsv``, ``card.md`` and its ``lengths.png`` into ``out``."""
     (out / "card.json").write_text(json.dumps(card, indent=1))
-    with (out / "rejected.tsv").open("w") as f:
-        f.write("split\titem\treason\n")
-        for split, item, reason in rejected:
-            f.write(f"{split}\t{item}\t{reason}\n")
+    _write_rejected(out / "rejected.tsv", rejected)
     (out / "card.md").write_text(_card_markdown(card))
     _plot_lengths(out / "lengths.png", lengths)
 

@@ -42,6 +42,8 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "LAYOUTS",
     "CorpusError",
+    "CorpusEncodingError",
+    "READER_VERSION",
     "Utterance",
     "CorpusListing",
     "detect_layout",
@@ -59,8 +61,17 @@ __all__ = [
 AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
 
 
+#: Bumped when a reader's output for the same files changes (recorded with prepared datasets).
+READER_VERSION = 2  # 2: transcripts that are not UTF-8 are refused, never decoded with U+FFFD
+
+
 class CorpusError(ValueError):
     """The corpus folder cannot be read at all (unknown layout, missing index file)."""
+
+
+class CorpusEncodingError(CorpusError):
+    """An index file of the corpus (Kaldi ``text``, ``metadata.csv`` ...) is not UTF-8: the
+    message names the file, line and column. Layout detection must not swallow it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,12 +139,34 @@ def _clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def _read_lines(path: Path) -> list[str]:
-    # utf-8-sig: some hand-edited index files start with a BOM, which would corrupt the first id.
+def _decode(path: Path) -> tuple[str | None, tuple[str, str] | None]:
+    """(text, None), or (None, (``PATH:LINE``, ``byte 0xNN at column C``)) when ``path`` is not
+    UTF-8: never decoded with replacement characters, which would put wrong phonemes into the
+    training data silently."""
+    data = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        # utf-8-sig: some hand-edited files start with a BOM, which would corrupt the first id.
+        return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as e:
-        raise CorpusError(f"{path} is not UTF-8 text ({e}); re-encode it as UTF-8.") from e
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return None, (f"{path}:{line}", f"byte 0x{data[e.start]:02x} at column {column}")
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of an index file; CorpusEncodingError (file, line, column) if not UTF-8."""
+    text, bad = _decode(path)
+    if bad is not None:
+        raise CorpusEncodingError(f"{bad[0]}: not UTF-8 ({bad[1]}); re-encode it as UTF-8.")
+    return text.splitlines()
+
+
+def _read_transcript(b: _Builder, path: Path, item: str) -> str | None:
+    """One utterance's transcript file, or None after reporting it when it is not UTF-8."""
+    text, bad = _decode(path)
+    if bad is not None:
+        b.problem(item, f"transcript is not UTF-8 ({bad[0]}: {bad[1]}); re-encode it as UTF-8")
+    return text
 
 
 def _read_table(path: Path, problems: list[tuple[str, str]], min_fields: int = 2) -> dict:
@@ -395,11 +428,15 @@ def read_libritts(
         p.name[: -len(".normalized.txt")]: p for p in sorted(root.rglob("*.normalized.txt"))
     }
     for utt, tpath in transcripts.items():
-        text = tpath.read_text(encoding="utf-8").strip()
+        text = _read_transcript(b, tpath, utt)
+        if text is None:
+            continue
         orig_path = tpath.with_name(utt + ".original.txt")
         extra = {"chapter": tpath.parent.name}
         if orig_path.is_file():
-            extra["original_text"] = orig_path.read_text(encoding="utf-8").strip()
+            original, _ = _decode(orig_path)  # informative only; the normalized text is used
+            if original is not None:
+                extra["original_text"] = original.strip()
         wav = tpath.with_name(utt + ".wav")
         b.add(utt, tpath.parent.parent.name, text, wav if wav.exists() else audio.get(utt), **extra)
     _orphans(b, audio.items(), set(transcripts))
@@ -456,10 +493,13 @@ def read_vctk(
             audio.setdefault(utt, path)
     texts = {p.stem: p for p in sorted((root / "txt").rglob("*.txt"))}
     for utt, tpath in texts.items():
+        text = _read_transcript(b, tpath, utt)
+        if text is None:
+            continue
         b.add(
             utt,
             tpath.parent.name,
-            tpath.read_text(encoding="utf-8", errors="replace"),
+            text,
             audio.get(utt),
             **({"mic": mic} if utt in with_mic else {}),
         )
@@ -565,8 +605,9 @@ def read_folder(
             b.problem(p, "audio file has no transcript (.txt or .lab beside it)")
             continue
         used_transcripts.add(tpath)
-        text = tpath.read_text(encoding="utf-8", errors="replace")
-        b.add(utt, spk, text, p)
+        text = _read_transcript(b, tpath, utt)
+        if text is not None:
+            b.add(utt, spk, text, p)
     for t in sorted(root.rglob("*.txt")) + sorted(root.rglob("*.lab")):
         if t not in used_transcripts:
             b.problem(t, "transcript has no audio file beside it")

@@ -37,7 +37,7 @@ from naturalspeech2_jax.audio.io import load_audio, normalize_loudness, resample
 from naturalspeech2_jax.diffusion import losses as L
 from naturalspeech2_jax.inference.codec import Codec
 from naturalspeech2_jax.models.ns2 import abstract_model, predict_durations_jit
-from naturalspeech2_jax.text.g2p import phonemize
+from naturalspeech2_jax.text.g2p import WB, phonemize
 from naturalspeech2_jax.text.vocab import PhonemeVocab, UnknownSymbolError
 from naturalspeech2_jax.train.restore import latest_step, restore_meta, restore_params
 
@@ -48,7 +48,8 @@ BATCH_BUCKETS = (1, 2, 4, 8)
 TOKEN_BUCKETS = (32, 64, 96, 128, 192, 256)
 FRAME_BUCKETS = (128, 256, 384, 512, 768, 1024, 1536, 2048)
 MIN_PROMPT_SECONDS = 1.0
-# Sentences longer than this many phonemes are split again at clause punctuation.
+# Sentences longer than this many phonemes are split again at clause punctuation, and clauses
+# still longer at word boundaries (split_at_word_boundaries).
 MAX_SENTENCE_TOKENS = 160
 _TRAIN_HINT = "pass the --workdir of an NS2 run (launch/train.py --config=configs/diffusion.py)"
 
@@ -96,6 +97,72 @@ def split_sentences(text: str) -> list[str]:
     """Sentences of ``text``: split after . ! ? ; (kept) followed by white space."""
     parts = re.split(r"(?<=[.!?;])\s+", text.strip())
     return [p.strip() for p in parts if p.strip()]
+
+
+def split_at_word_boundaries(tokens: Sequence[str], max_tokens: int) -> list[list[str]]:
+    """Phoneme tokens ``[<sil>, ..., <sil>]`` in chunks of at most ``max_tokens``, cut at ``<wb>``.
+
+    Each chunk keeps the convention of a whole utterance (one ``<sil>`` at each end; the ``<wb>``
+    where it is cut is dropped) and holds as many whole words as fit. A single word longer than a
+    chunk (never in practice) is cut where the chunk is full.
+    """
+    tokens = list(tokens)
+    if len(tokens) <= max_tokens:
+        return [tokens]
+    if max_tokens < 3:
+        raise ValueError(f"max_tokens must be >= 3 (two <sil> and a phoneme), got {max_tokens}.")
+    sil = tokens[0]
+    inner = tokens[1:-1] if tokens[-1] == sil else tokens[1:]
+    words: list[list[str]] = [[]]
+    for t in inner:
+        if t == WB:
+            words.append([])
+        else:
+            words[-1].append(t)
+    room = max_tokens - 2  # the two <sil>
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    for word in (w for w in words if w):
+        while len(word) > room:  # a word longer than a chunk: cut it
+            if current:
+                chunks.append(current)
+                current = []
+            chunks.append(word[:room])
+            word = word[room:]
+        if current and len(current) + 1 + len(word) > room:
+            chunks.append(current)
+            current = []
+        current = [*current, WB, *word] if current else list(word)
+    if current:
+        chunks.append(current)
+    return [[sil, *c, sil] for c in chunks]
+
+
+def check_options(
+    *, steps: Any = 25, speed: Any = 1.0, temperature: Any = 1.0, guidance_scale: Any = 1.0,
+    pitch_shift: Any = 0.0, seed: Any = 0,
+) -> None:  # fmt: skip
+    """SynthesisError (one sentence) for a sampler/prosody option synthesis cannot use."""
+
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+    def integer(x: Any) -> bool:  # 25 or 25.0, not 2.5
+        return number(x) and math.isfinite(x) and float(x).is_integer()
+
+    if not integer(steps) or steps < 1:
+        raise SynthesisError(f"steps must be an integer >= 1, got {steps!r}; try 25.")
+    if not number(speed) or not math.isfinite(speed) or speed <= 0:
+        raise SynthesisError(f"speed must be > 0, got {speed!r} (1 is normal, 2 twice as fast).")
+    if not number(temperature) or not math.isfinite(temperature) or temperature <= 0:
+        raise SynthesisError(f"temperature must be > 0, got {temperature!r}; try 0.83 (1/1.2).")
+    if not number(guidance_scale) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise SynthesisError(f"guidance_scale must be >= 0, got {guidance_scale!r}; try 1.")
+    if not number(pitch_shift) or not math.isfinite(pitch_shift):
+        raise SynthesisError(f"pitch_shift must be a finite number of semitones, got "
+                             f"{pitch_shift!r}.")  # fmt: skip
+    if not integer(seed) or not 0 <= seed < 2**32:
+        raise SynthesisError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
 
 
 def hz_to_log_f0(f0: np.ndarray) -> np.ndarray:
@@ -309,14 +376,15 @@ class Synthesizer:
             raise SynthesisError("no prompt audio; pass a recording of the target voice.")
         if phonemes is None and text is None:
             raise SynthesisError("the text is empty; pass a sentence to synthesise.")
-        if speed <= 0:
-            raise SynthesisError(f"speed must be > 0, got {speed}.")
+        check_options(steps=steps, speed=speed, temperature=temperature,
+                      guidance_scale=guidance_scale, pitch_shift=pitch_shift,
+                      seed=seed)  # fmt: skip
         self.check_guidance(guidance_scale)
         if phonemes is not None or durations is not None or f0 is not None:
             tokens = list(phonemes) if phonemes is not None else self.phonemize(text)
             chunks = [tokens]
         else:
-            chunks = self._sentence_tokens(text)
+            chunks = self.sentence_tokens(text)
         prompt = self.prompt_latent(self.load_prompt(prompt_audio, prompt_sample_rate))
         log_f0 = None if f0 is None else [hz_to_log_f0(f0)]
         given = None if durations is None else [np.asarray(durations, np.int32)]
@@ -333,10 +401,12 @@ class Synthesizer:
         """Many texts in one voice, batched (sentences sorted by length into padded batches)."""
         if not texts:
             raise SynthesisError("no texts to synthesise; pass at least one sentence.")
+        names = ("steps", "speed", "temperature", "guidance_scale", "pitch_shift", "seed")
+        check_options(**{k: kwargs[k] for k in names if k in kwargs})
         self.check_guidance(kwargs.get("guidance_scale", 1.0))
         prompt_sr = kwargs.pop("prompt_sample_rate", SAMPLE_RATE)
         prompt = self.prompt_latent(self.load_prompt(prompt_audio, prompt_sr))
-        per_text = [self._sentence_tokens(t) for t in texts]
+        per_text = [self.sentence_tokens(t) for t in texts]
         flat = [(i, tok) for i, chunks in enumerate(per_text) for tok in chunks]
         results = self._generate([tok for _, tok in flat], prompt, progress=progress, **kwargs)
         out: list[list[SynthesisResult]] = [[] for _ in texts]
@@ -344,7 +414,10 @@ class Synthesizer:
             out[i].append(r)
         return [join_results(rs) for rs in out]
 
-    def _sentence_tokens(self, text: str) -> list[list[str]]:
+    def sentence_tokens(self, text: str) -> list[list[str]]:
+        """The phoneme tokens of ``text`` in the pieces it is synthesised in: sentences, a long
+        sentence split at clause punctuation, a long clause at word boundaries (each piece at
+        most ``MAX_SENTENCE_TOKENS``). SynthesisError for empty or unpronounceable text."""
         if not isinstance(text, str) or not text.strip():
             raise SynthesisError("the text is empty; pass a sentence to synthesise.")
         chunks = []
@@ -352,10 +425,14 @@ class Synthesizer:
             tokens = self.phonemize(sentence)
             if len(tokens) > MAX_SENTENCE_TOKENS:  # a very long sentence: split at clauses
                 parts = [p for p in re.split(r"(?<=[,:])\s+", sentence) if p.strip()]
-                chunks += [self.phonemize(p) for p in parts]
+                pieces = [self.phonemize(p) for p in parts] if len(parts) > 1 else [tokens]
+                for piece in pieces:  # and clauses still too long at word boundaries
+                    chunks += split_at_word_boundaries(piece, MAX_SENTENCE_TOKENS)
             else:
                 chunks.append(tokens)
         return chunks
+
+    _sentence_tokens = sentence_tokens
 
     def _generate(
         self,
@@ -376,6 +453,10 @@ class Synthesizer:
     ) -> list[SynthesisResult]:
         """Synthesise token lists in batches of at most ``BATCH_BUCKETS[-1]`` (by length)."""
         from tqdm import tqdm
+
+        check_options(steps=steps, speed=speed, temperature=temperature,
+                      guidance_scale=guidance_scale, pitch_shift=pitch_shift,
+                      seed=seed)  # fmt: skip
 
         ids = [self.encode_tokens(t) for t in token_lists]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))

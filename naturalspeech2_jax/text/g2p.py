@@ -23,7 +23,10 @@ So ``phonemize("Hello, world!")`` is
 ``['<sil>', 'h', 'ə', 'l', 'ˈoʊ', ',', 'w', 'ˈɜː', 'l', 'd', '!', '<sil>']``.
 
 Text is passed through :func:`naturalspeech2_jax.text.normalize.normalize_text` first; text with
-nothing pronounceable raises ``ValueError``.
+nothing pronounceable raises ``ValueError``. Characters the normaliser cannot spell in English
+(other scripts, emoji) are dropped there, so they have no phonemes here;
+:func:`naturalspeech2_jax.text.normalize.unpronounceable_characters` names them, and data
+preparation rejects an utterance that has any.
 """
 
 from __future__ import annotations

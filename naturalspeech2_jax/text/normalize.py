@@ -27,6 +27,7 @@ __all__ = [
     "digits_to_words",
     "normalize_text",
     "number_to_words",
+    "unpronounceable_characters",
     "ordinal_to_words",
     "year_to_words",
 ]
@@ -201,6 +202,7 @@ _CURRENCIES = {
     "£": ("pound", "pounds", "penny", "pence"),
     "€": ("euro", "euros", "cent", "cents"),
 }
+_RE_UNSPELLABLE = re.compile(r"[^a-z' ,.!?;:]")
 _CHAR_MAP = {
     "\u2018": "'",
     "\u2019": "'",
@@ -289,7 +291,30 @@ def normalize_text(text: str) -> str:
 
     Returns words in lower case separated by single spaces, with clause punctuation
     (``, . ! ? ; :``) attached to the preceding word; may return "" when nothing is left.
+    Characters that cannot be spelled in English are dropped; :func:`unpronounceable_characters`
+    says which.
     """
+    return _normalize(text)[0]
+
+
+def unpronounceable_characters(text: str) -> str:
+    """The distinct characters of ``text`` that :func:`normalize_text` drops although they are
+    likely spoken: letters of other scripts (Chinese, Cyrillic, ``ß``, ``ø``), digits of other
+    scripts and symbols such as emoji, in order of appearance ("" when there are none).
+
+    Punctuation, quotes and spacing are not counted: they carry no sound of their own.
+    """
+    return "".join(dict.fromkeys(_normalize(text)[1]))
+
+
+def _is_spoken(ch: str) -> bool:
+    """True for a character that stands for sound: a letter, a digit or a pictograph (emoji)."""
+    cat = unicodedata.category(ch)
+    return cat[0] in "LN" or cat == "So"
+
+
+def _normalize(text: str) -> tuple[str, list[str]]:
+    """:func:`normalize_text` and the spoken characters it had to drop."""
     if not isinstance(text, str):
         raise TypeError(f"normalize_text expects a str, got {type(text).__name__}.")
     text = "".join(_CHAR_MAP.get(ch, ch) for ch in text)
@@ -322,8 +347,11 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"[()\[\]{}]", " , ", text)
     text = text.replace('"', " ")
     text = text.replace("...", ".")
-    # Anything that is not a letter, apostrophe, clause punctuation or space is removed.
-    text = re.sub(r"[^a-z' ,.!?;:]", " ", text)
+    # Anything that is not a letter, apostrophe, clause punctuation or space is removed; the
+    # removed characters that stand for sound are reported (the audio has them, the phonemes
+    # would not).
+    dropped = [ch for ch in _RE_UNSPELLABLE.findall(text) if _is_spoken(ch)]
+    text = _RE_UNSPELLABLE.sub(" ", text)
     # Apostrophes only survive inside words (don't, o'clock); quote marks around words go.
     text = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", text)
 
@@ -337,4 +365,4 @@ def normalize_text(text: str) -> str:
             # Punctuation at the start or right after other punctuation is dropped.
         else:
             out.append(tok)
-    return " ".join(out)
+    return " ".join(out), dropped

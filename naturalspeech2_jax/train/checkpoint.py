@@ -11,11 +11,20 @@ Orbax writes into a temporary directory and renames it when complete, so a proce
 writing leaves the previous checkpoint intact (tmp directories are cleaned on the next start).
 The state is restored into an abstract target that carries the *current* shardings, so a run saved
 on 8 devices resumes on 1, on a (2, 2) mesh, or on 2 processes.
+
+A checkpoint damaged after it was written (a truncated array file, a cut JSON file) raises
+``DamagedCheckpointError`` from ``restore``; the loop then resumes from the next newest step and
+``set_aside`` moves the damaged one to ``<workdir>/damaged_checkpoints/`` (kept for inspection,
+and out of the way of the step the resumed run will save again).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +36,53 @@ from etils import epath
 from naturalspeech2_jax.train.restore import absolute, read_meta
 
 log = logging.getLogger(__name__)
+
+
+class DamagedCheckpointError(RuntimeError):
+    """One item of one checkpoint step cannot be read back."""
+
+    def __init__(self, step: int, item: str, reason: str):
+        super().__init__(f"checkpoint {step} is damaged ({item}: {reason})")
+        self.step, self.item, self.reason = step, item, reason
+
+
+def short_reason(exc: BaseException, root: epath.Path | str = "", name: str = "") -> str:
+    """A one-line cause from an Orbax/TensorStore/JSON error: the file it names (else ``name``)
+    and the last clause of the message (TensorStore errors run to kilobytes of JSON specs)."""
+    text = str(exc).split(" [tensorstore_spec")[0].strip() or type(exc).__name__
+    files = re.findall(r'file "([^"]+)"', text)
+    clause = text.splitlines()[0].rsplit(": ", 1)[-1].strip()
+    if isinstance(exc, json.JSONDecodeError):
+        clause = f"invalid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
+    if len(clause) > 160:
+        clause = clause[:157] + "..."
+    if files:
+        name = files[-1]
+        prefix = str(root).rstrip("/") + "/"
+        if root and name.startswith(prefix):
+            name = name[len(prefix) :]
+    return f"{name}: {clause}" if name else clause
+
+
+def _drop_abandoned_read_noise(unraisable: Any, previous: Any) -> None:
+    """When one array read of a damaged checkpoint fails, Orbax closes its event loop while the
+    other reads are in flight; each then reports 'Event loop is closed' as an unraisable
+    exception (a traceback per array). Those say nothing the damage message does not."""
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return
+    previous(unraisable)
+
+
+def _install_read_noise_filter() -> Any:
+    """Install the filter above; returns the hook it replaced (to put back after a clean read)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_ns2_read_noise_filter", False):
+        return previous
+    hook = lambda u: _drop_abandoned_read_noise(u, previous)  # noqa: E731
+    hook._ns2_read_noise_filter = True
+    sys.unraisablehook = hook
+    return previous
 
 
 class Checkpointer:
@@ -75,6 +131,42 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         return self.manager.restore(step, args=args)["state"]
 
+    def restore(
+        self, step: int, abstract_state: Any, data_iterator: Any | None
+    ) -> tuple[Any, bool]:
+        """(state, whether the data position was restored) of ``step``, every item checked.
+
+        Raises ``DamagedCheckpointError`` naming the item (state, meta, data) that cannot be read;
+        the data iterator is only touched once the state and meta have been read back.
+        """
+        root = self.directory / str(step)
+        previous_hook = _install_read_noise_filter()
+        try:
+            state = self.restore_state(step, abstract_state)
+        except Exception as e:  # noqa: BLE001 (any failure to read back means damage)
+            # The filter stays: reads abandoned by the failure may still report after this.
+            raise DamagedCheckpointError(step, "state", short_reason(e, root / "state")) from e
+        sys.unraisablehook = previous_hook
+        try:
+            self.restore_meta(step)
+        except Exception as e:  # noqa: BLE001
+            reason = short_reason(e, root / "meta", "metadata")
+            raise DamagedCheckpointError(step, "meta", reason) from e
+        return state, self.restore_data(step, data_iterator)
+
+    def set_aside(self, step: int) -> epath.Path:
+        """Move the damaged checkpoint ``step`` to ``<workdir>/damaged_checkpoints/<step>``."""
+        target = self.directory.parent / "damaged_checkpoints" / str(step)
+        if target.exists():
+            target = target.parent / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (self.directory / str(step)).rename(target)
+        return target
+
+    def reload(self) -> None:
+        """Re-read the list of steps from disk (after ``set_aside``)."""
+        self.manager.reload()
+
     def has_ema(self, step: int) -> bool:
         """Whether the state saved at ``step`` carries EMA weights (the run had ema_decay > 0)."""
         return self.manager.item_metadata(step)["state"]["ema"] is not None
@@ -82,15 +174,26 @@ class Checkpointer:
     def restore_meta(self, step: int) -> dict:
         return read_meta(self.directory, step)
 
-    def restore_data(self, step: int, data_iterator: Any) -> bool:
-        """Restore this process's iterator position; False if none was saved for this topology."""
+    def restore_data(self, step: int, data_iterator: Any | None) -> bool:
+        """Restore this process's iterator position; False if none was saved for this topology.
+
+        The saved position is checked to be readable JSON even without an iterator (``None``);
+        a damaged one raises ``DamagedCheckpointError``.
+        """
         item = self.directory / str(step) / "data"
         expected = item / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         if not expected.exists():
             return False
-        self.manager.restore(
-            step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iterator))
-        )
+        try:
+            json.loads(expected.read_text())
+            if data_iterator is not None:
+                self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iterator)),
+                )
+        except Exception as e:  # noqa: BLE001
+            reason = short_reason(e, item, expected.name)
+            raise DamagedCheckpointError(step, "data", reason) from e
         return True
 
     def wait(self) -> None:

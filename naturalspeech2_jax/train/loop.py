@@ -4,6 +4,10 @@ Reads as: set up devices -> build the task -> create or restore the sharded stat
 steps (data, jitted step, metrics, evaluation, checkpoints) -> save and close. Resume order: a
 checkpoint in the workdir, else ``config.init_from`` (weights only), else a fresh start, so
 running the same command again continues the run. SIGTERM or Ctrl-C saves and exits cleanly.
+A damaged newest checkpoint (truncated array or JSON file) is reported in one warning, moved to
+``<workdir>/damaged_checkpoints/`` and the run resumes from the next newest intact one. ``run()``
+holds ``<workdir>/.lock`` (``workdir_lock.py``), so a second run on the same work directory stops
+at once and names the first.
 
 Config keys read here (see ``configs/common.py``): seed, total_steps, batch_size (global),
 grad_accum, mesh, axis_rules, precision.{param_dtype,compute_dtype}, ema_decay, log_every,
@@ -26,21 +30,29 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from naturalspeech2_jax import parallel
 from naturalspeech2_jax.train import state as state_lib
-from naturalspeech2_jax.train.checkpoint import Checkpointer
+from naturalspeech2_jax.train.checkpoint import Checkpointer, DamagedCheckpointError
 from naturalspeech2_jax.train.metrics import MetricWriter
 from naturalspeech2_jax.train.optim import make_optimizer
 from naturalspeech2_jax.train.step import dtype_from_name, make_train_step
 from naturalspeech2_jax.train.task import Task, make_task
+from naturalspeech2_jax.train.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteError(RuntimeError):
     """Raised when too many consecutive steps produced NaN/Inf losses or gradients."""
+
+
+class NoIntactCheckpointError(FileNotFoundError):
+    """Every checkpoint in the work directory is damaged: nothing to resume from (a
+    FileNotFoundError like ``restore.RestoreError``, so ``launch/train.py`` prints it on one
+    line)."""
 
 
 class _StopFlag:
@@ -171,14 +183,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- state
     def restore_or_init(self, data_iterator: Any) -> state_lib.TrainState:
-        """Workdir checkpoint, then ``init_from`` (weights only), then a fresh state."""
+        """Workdir checkpoint (the newest intact one), then ``init_from`` (weights only), then a
+        fresh state."""
         target = state_lib.with_shardings(self.abstract, self.shardings)
-        latest = self.checkpointer.latest_step()
-        if latest is not None:
-            state = self.checkpointer.restore_state(latest, target)
-            self._restore_data(latest, data_iterator)
-            log.info("resumed from %s at step %d", self.checkpointer.directory, latest)
-            return state
+        steps = sorted(self.checkpointer.all_steps(), reverse=True)
+        if steps:
+            return self._resume(steps, target, data_iterator)
         fresh = jax.jit(self.init_fn, out_shardings=self.shardings)(self.key)
         init_from = self.config.get("init_from")
         if init_from:
@@ -204,14 +214,57 @@ class Trainer:
             log.info("initialised weights from %s (step %d)", init_from, step)
         return fresh
 
-    def _restore_data(self, step: int, data_iterator: Any) -> None:
-        if data_iterator is None:
-            return
-        if not self.checkpointer.restore_data(step, data_iterator):
-            # Saved with another process count: the default iterators are indexed by global step,
-            # so repositioning by step reproduces the same global batches.
-            log.warning("no data-iterator state for this topology; repositioning by step %d", step)
-            data_iterator.set_state({"next_index": step})
+    def _resume(self, steps: list[int], target: Any, data_iterator: Any) -> state_lib.TrainState:
+        """The newest intact checkpoint of ``steps`` (newest first); damaged newer ones are
+        reported in one warning and moved aside, so the resumed run can save those steps again."""
+        directory = self.checkpointer.directory
+        damaged: list[DamagedCheckpointError] = []
+        for step in steps:
+            try:
+                state, data_restored = self.checkpointer.restore(step, target, data_iterator)
+            except DamagedCheckpointError as e:
+                damaged.append(e)
+                continue
+            if damaged:
+                self._set_aside(damaged, step)
+            if data_iterator is not None and not data_restored:
+                self._reposition(step, data_iterator)
+            log.info("resumed from %s at step %d", directory, step)
+            return state
+        raise NoIntactCheckpointError(
+            f"no checkpoint in {directory} can be restored ({_damage_list(damaged)}); delete "
+            f"{self.workdir} to start afresh or pass another --workdir."
+        )
+
+    def _set_aside(self, damaged: list[DamagedCheckpointError], step: int) -> None:
+        """Warn once, then move the damaged steps to ``<workdir>/damaged_checkpoints/``."""
+        aside = self.workdir / "damaged_checkpoints"
+        which = "checkpoint" if len(damaged) == 1 else "checkpoints"
+        verb = "is" if len(damaged) == 1 else "are"
+        log.warning(
+            "%s %s in %s %s damaged (%s); resuming from step %d instead (the damaged files are "
+            "kept, moved to %s).",
+            which,
+            ", ".join(str(e.step) for e in damaged),
+            self.checkpointer.directory,
+            verb,
+            _damage_list(damaged, with_step=len(damaged) > 1),
+            step,
+            aside,
+        )
+        if parallel.is_main_process():
+            for e in damaged:
+                self.checkpointer.set_aside(e.step)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("ns2_set_aside_damaged_checkpoints")
+        self.checkpointer.reload()
+
+    @staticmethod
+    def _reposition(step: int, data_iterator: Any) -> None:
+        # Saved with another process count: the default iterators are indexed by global step,
+        # so repositioning by step reproduces the same global batches.
+        log.warning("no data-iterator state for this topology; repositioning by step %d", step)
+        data_iterator.set_state({"next_index": step})
 
     def meta(self) -> dict:
         meta = {"config": config_to_dict(self.config), "process_count": jax.process_count()}
@@ -227,6 +280,18 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- loop
     def run(self) -> state_lib.TrainState:
+        """Train to ``config.total_steps``, holding the work directory's lock (process 0 only:
+        the other processes of a multi-process job share its run)."""
+        lock = WorkdirLock(self.workdir) if parallel.is_main_process() else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> state_lib.TrainState:
         cfg = self.config
         total = int(cfg.total_steps)
         data_iterator = self.task.train_iterator(
@@ -314,6 +379,13 @@ class Trainer:
         if finalize is not None and step >= total and parallel.is_main_process():
             finalize(self.eval_model(state), str(self.workdir))
         return state
+
+
+def _damage_list(damaged: list[DamagedCheckpointError], with_step: bool = True) -> str:
+    """'40: state: d/1f2e: Requested byte range ...; 20: meta: metadata: invalid JSON ...'."""
+    return "; ".join(
+        (f"{e.step}: " if with_step else "") + f"{e.item}: {e.reason}" for e in damaged
+    )
 
 
 def train(config: Any, workdir: str | epath.Path, task: Task | None = None) -> Any:

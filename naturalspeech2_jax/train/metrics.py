@@ -1,8 +1,9 @@
 """Metrics output: JSON lines in ``<workdir>/metrics.jsonl`` (+ TensorBoard when installed).
 
 Every line is one JSON object with ``step`` and scalar values. Only process 0 writes. On resume the
-file is truncated to the lines before the restored step, so a killed-and-resumed run leaves the
-same file as an uninterrupted one.
+file is truncated to the lines up to the restored step, so a killed-and-resumed run leaves the
+same file as an uninterrupted one. A last line cut by a kill is dropped with a warning; a damaged
+line before it raises ``MetricsFileError`` naming the file and line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,41 @@ from etils import epath
 from naturalspeech2_jax import parallel
 
 log = logging.getLogger(__name__)
+
+
+class MetricsFileError(ValueError):
+    """A line of ``metrics.jsonl`` other than the last is not valid JSON."""
+
+
+def parse_lines(path: epath.Path, text: str) -> list[tuple[str, dict]]:
+    """(line, record) for every non-blank line of a metrics file's ``text``.
+
+    A last line that does not parse (a write cut by a kill) is dropped with a warning; any other
+    line that does not parse raises ``MetricsFileError``.
+    """
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    out = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == len(lines) - 1:
+                log.warning(
+                    "dropped the last line (%d) of %s: it is not valid JSON (%s), a write cut "
+                    "short by a kill.",
+                    n,
+                    path,
+                    e,
+                )
+                break
+            raise MetricsFileError(
+                f"line {n} of {path} is not valid JSON ({e}); fix or delete that line, then run "
+                "again."
+            ) from None
+        out.append((line, record))
+    return out
 
 
 def to_python(value: Any) -> Any:
@@ -47,8 +83,8 @@ class MetricWriter:
         if self.path.exists():
             kept = [
                 line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+                for line, record in parse_lines(self.path, self.path.read_text())
+                if record.get("step", 0) <= resume_step
             ]
             self.path.write_text("".join(line + "\n" for line in kept))
             if self._lines is not None:
@@ -85,4 +121,4 @@ def read_metrics(workdir: str | epath.Path) -> list[dict]:
     path = epath.Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in parse_lines(path, path.read_text())]
