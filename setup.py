@@ -1,7 +1,8 @@
 """Packaging for naturalspeech2_jax: a JAX/Flax reimplementation of NaturalSpeech 2.
 
 Install for use:        pip install -e .
-Install for the tests:  pip install -e ".[dev,eval]"
+Install for the tests:  pip install -e ".[dev,eval,demo]"
+Web demo:               pip install -e ".[demo]"
 """
 
 from setuptools import find_packages, setup
@@ -52,6 +53,13 @@ DEV = [
     "nbclient>=0.10",
     "nbformat>=5.10",
     "ipykernel>=6.29",
+    # The web demo's browser test drives Debian's chromium (.ci/run installs it); Playwright's
+    # own browser download is never used.
+    "playwright>=1.50",
+]
+
+DEMO = [
+    "gradio>=6.0,<7",  # launch/demo.py
 ]
 
 setup(
@@ -66,6 +74,7 @@ setup(
     extras_require={
         "eval": EVAL,
         "dev": DEV,
+        "demo": DEMO,
         "tensorboard": ["tensorboardX>=2.6"],
         # gs:// work directories and datasets through etils.epath (Orbax reaches GCS natively).
         "gcs": ["etils[epath,epath-gcs]>=1.10"],

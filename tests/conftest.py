@@ -3,10 +3,11 @@
 Layout: ``tests/unit/<subpackage>/`` mirrors ``naturalspeech2_jax/<subpackage>/`` (plus
 ``unit/test_parallel.py`` and ``unit/test_configs.py``); ``tests/integration/`` holds what runs
 the launch scripts or several stages end to end (quickstart, multi-process, notebooks, CLIs).
-Markers (pyproject.toml): ``slow``, ``shared_data``, ``multiprocess``, ``accelerator``, e.g.
-``python -m pytest -m "not slow"``. Accelerator tests run only where JAX's default backend is a
-GPU or TPU: ``JAX_PLATFORMS=cuda python -m pytest -m accelerator`` (JAX_PLATFORMS defaults to
-cpu here, so the rest of the suite sees 8 CPU devices).
+Markers (pyproject.toml): ``slow``, ``shared_data``, ``multiprocess``, ``accelerator``,
+``browser``, e.g. ``python -m pytest -m "not slow"``. Browser tests (the web demo in headless
+Chromium) skip where Chromium, Playwright or Gradio is missing. Accelerator tests run only where
+JAX's default backend is a GPU or TPU: ``JAX_PLATFORMS=cuda python -m pytest -m accelerator``
+(JAX_PLATFORMS defaults to cpu here, so the rest of the suite sees 8 CPU devices).
 """
 
 import os
@@ -37,11 +38,29 @@ def _shared_data_present() -> bool:
     return (SHARED_DATA / "README.md").exists()
 
 
+def _browser_missing() -> str | None:
+    """Why the ``browser`` tests cannot run here (None when they can)."""
+    import importlib.util
+
+    from naturalspeech2_jax.demo.browser import chromium_path
+
+    for module, extra in (("gradio", "demo"), ("playwright", "dev")):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install -e '.[{extra}]')"
+    if chromium_path() is None:
+        return "no Chromium (apt-get install chromium, or set NS2_CHROMIUM)"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``accelerator`` tests on a CPU backend and ``shared_data`` tests without the data."""
+    """Skip ``accelerator`` tests on a CPU backend, ``shared_data`` tests without the data and
+    ``browser`` tests without Chromium, Playwright or Gradio."""
     on_cpu = jax.default_backend() == "cpu"
     have_data = _shared_data_present()
+    no_browser = _browser_missing() if any(i.get_closest_marker("browser") for i in items) else None
     for item in items:
+        if no_browser and item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.skip(reason=no_browser))
         if on_cpu and item.get_closest_marker("accelerator"):
             item.add_marker(pytest.mark.skip(reason="needs a GPU or TPU (JAX backend is cpu)"))
         if not have_data and item.get_closest_marker("shared_data"):

@@ -35,6 +35,7 @@ INFERENCE_MODULES = (
     "naturalspeech2_jax.inference.singing",
     "naturalspeech2_jax.inference.codes_dataset",
     "naturalspeech2_jax.align.api",
+    "naturalspeech2_jax.demo.service",
 )
 CONFIG_MODULES = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
 
