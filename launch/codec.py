@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+from naturalspeech2_jax import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--splits", default="", help="comma-separated (default: all)")
             p.add_argument("--bucket_frames", type=int, default=50)
     return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """ValueError / FileNotFoundError (one sentence) for what needs no codec: a number out of
+    range, a missing input file or dataset folder."""
+    for flag, value in (("--n_q", getattr(args, "n_q", None)),
+                        ("--bucket_frames", getattr(args, "bucket_frames", None)),
+                        ("--max_examples", getattr(args, "max_examples", None))):  # fmt: skip
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be an integer >= 1, got {value}.")
+    if "://" in args.checkpoint:
+        return
+    if not os.path.isdir(args.checkpoint):
+        what = "is a file, not a folder" if os.path.exists(args.checkpoint) else "does not exist"
+        raise FileNotFoundError(f"codec checkpoint {args.checkpoint} {what}; pass the --workdir "
+                                "of launch/train.py --config=configs/codec.py.")  # fmt: skip
+    dataset = getattr(args, "dataset_dir", None)
+    if dataset and "://" not in dataset and not os.path.isdir(dataset):
+        raise FileNotFoundError(f"dataset {dataset} does not exist; pass DATA/<name>/<version> "
+                                "written by launch/prepare_data.py.")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -82,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
-    try:
+
+    def checked_run() -> None:
+        check_args(args)  # before the codec loads
         run(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        # Checkpoint, input and dataset errors carry one sentence naming the file and the fix.
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    # Checkpoint, input and dataset errors carry one sentence naming the file and the fix.
+    return cli.one_line_errors(checked_run)
 
 
 if __name__ == "__main__":

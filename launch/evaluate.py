@@ -45,7 +45,7 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax import SAMPLE_RATE, cli
 from naturalspeech2_jax.evaluation import codec_metrics, corpus, report, tts_eval
 from naturalspeech2_jax.evaluation.plugins import EvaluatorUnavailable
 
@@ -67,7 +67,44 @@ def _fixed_quantizers(codec_fn, n_quantizers, wav):
     return codec_fn(wav, n_quantizers)
 
 
+def _check_path(flag: str, path: str, folder: bool) -> None:
+    """FileNotFoundError (one sentence) when ``path`` given with ``flag`` is not a folder
+    (``folder``) or not a file."""
+    if "://" in path:  # an object store (gs://): its loader says what is missing
+        return
+    if folder and not os.path.isdir(path):
+        what = "is a file, not a folder" if os.path.exists(path) else "does not exist"
+        raise FileNotFoundError(f"{flag} {path} {what}; give a folder.")
+    if not folder and not os.path.isfile(path):
+        what = "is a folder, not a file" if os.path.exists(path) else "does not exist"
+        raise FileNotFoundError(f"{flag} {path} {what}; check the path.")
+
+
+def _check_out(out: str) -> None:
+    """ValueError when the result JSON cannot be written where --out says."""
+    if os.path.isdir(out):
+        raise ValueError(f"--out {out} is a folder; give a .json file path such as {out}/r.json.")
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"--out {out}: its folder cannot be created ({e.strerror or e})."
+        ) from None
+
+
 def run_tts(args: argparse.Namespace) -> int:
+    if args.list:
+        _check_path("--list", args.list, folder=False)
+    elif args.from_prepared:
+        _check_path("--from_prepared", args.from_prepared, folder=True)
+    else:
+        _check_path("--from_dir", args.from_dir, folder=True)
+    if args.checkpoint:
+        _check_path("--checkpoint", args.checkpoint, folder=True)
+    if not args.ground_truth_only and not args.checkpoint:
+        raise ValueError("tts needs --checkpoint DIR (an NS2 run), or --ground_truth_only.")
+    _check_out(args.out)
     json_path, md_path, plot_dir = _outputs(args.out)
     if args.list:
         pairs = corpus.read_pair_list(args.list)
@@ -104,9 +141,6 @@ def run_tts(args: argparse.Namespace) -> int:
     try:
         tts_eval.load_evaluators(config)
         if not args.ground_truth_only:
-            if not args.checkpoint:
-                logging.error("tts needs --checkpoint DIR, or --ground_truth_only.")
-                return 2
             options = {
                 k: getattr(args, k) for k in ("sampler", "steps", "temperature", "guidance_scale")
             }
@@ -118,14 +152,8 @@ def run_tts(args: argparse.Namespace) -> int:
         if args.codec_checkpoint:
             codec_fn = tts_eval.load_from_checkpoint("codec", args.codec_checkpoint)
             codec = functools.partial(_fixed_quantizers, codec_fn, n_q)
-    except (
-        tts_eval.CheckpointLoaderUnavailable,
-        EvaluatorUnavailable,
-        FileNotFoundError,
-        ValueError,
-    ) as e:
-        logging.error("%s", e)
-        return 2
+    except (tts_eval.CheckpointLoaderUnavailable, EvaluatorUnavailable) as e:
+        raise ValueError(str(e)) from None
     if codec is None:
         logging.warning(
             "No codec: the ground-truth-through-codec reference is left out (pass "
@@ -150,8 +178,17 @@ def run_tts(args: argparse.Namespace) -> int:
 def run_rescore(args: argparse.Namespace) -> int:
     import json
 
+    _check_path("--report", args.report, folder=False)
     path = pathlib.Path(args.report)
-    result = tts_eval.rescore_wer(json.loads(path.read_text(encoding="utf-8")))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"--report {path} is not a JSON report ({e}); give the .json that "
+                         "launch/evaluate.py tts wrote.") from None  # fmt: skip
+    if not isinstance(data, dict) or "records" not in data:
+        raise ValueError(f"--report {path} is not a tts report (no \"records\"); give the .json "
+                         "that launch/evaluate.py tts wrote.")  # fmt: skip
+    result = tts_eval.rescore_wer(data)
     json_path, md_path, plot_dir = _outputs(args.out or args.report)
     report.write_json(result, json_path)
     md_path.write_text(report.markdown_report(result), encoding="utf-8")
@@ -183,27 +220,31 @@ def run_codec(args: argparse.Namespace) -> int:
     from naturalspeech2_jax.evaluation import opus
 
     if bool(args.reference_dir) == bool(args.data):
-        logging.error("pass exactly one of --reference_dir (audio files) or --data (dataset dir)")
-        return 2
+        raise ValueError(
+            "pass exactly one of --reference_dir (audio files) or --data (dataset dir)."
+        )
+    _check_out(args.out)
+    if args.checkpoint:
+        _check_path("--checkpoint", args.checkpoint, folder=True)
     if args.data:
+        _check_path("--data", args.data, folder=True)
         try:
             files, wavs = _dataset_audio(args.data, args.split, args.limit)
         except (FileNotFoundError, KeyError, ValueError) as e:
-            logging.error("cannot read split %r of %s: %s", args.split, args.data, e)
-            return 2
+            raise ValueError(f"cannot read split {args.split!r} of {args.data}: {e}") from None
     else:
+        _check_path("--reference_dir", args.reference_dir, folder=True)
         files = corpus.list_audio_files(args.reference_dir)
         if not files:
-            logging.error("no audio files under %s", args.reference_dir)
-            return 2
+            raise ValueError(f"--reference_dir {args.reference_dir} holds no audio files; give a "
+                             "folder of .wav/.flac files.")  # fmt: skip
         # Spread a limited selection over the whole directory (every k-th file), deterministically.
         if args.limit and len(files) > args.limit:
             step = len(files) / args.limit
             files = [files[int(i * step)] for i in range(args.limit)]
         wavs = [corpus.load_audio(f) for f in files]
     if not wavs:
-        logging.error("no utterances to evaluate")
-        return 2
+        raise ValueError("no utterances to evaluate; check --limit and the split.")
     if args.opus_backend == "auto":
         args.opus_backend = "ffmpeg" if opus.opus_available("ffmpeg") else "soundfile"
 
@@ -211,9 +252,8 @@ def run_codec(args: argparse.Namespace) -> int:
     if args.checkpoint:
         try:
             codec = tts_eval.load_from_checkpoint("codec", args.checkpoint)
-        except (tts_eval.CheckpointLoaderUnavailable, FileNotFoundError, ValueError) as e:
-            logging.error("%s", e)
-            return 2
+        except tts_eval.CheckpointLoaderUnavailable as e:
+            raise ValueError(str(e)) from None
     n_quantizers = _ints(args.n_quantizers)
     opus_targets = _floats(args.opus_kbps) or [
         codec_metrics.codec_bitrate_kbps(nq, args.codebook_size) for nq in n_quantizers
@@ -335,9 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 2 with the reason on one line of stderr (``error: ...``): a missing
+    folder or file, a checkpoint or evaluator that cannot load, a report that does not parse."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return cli.one_line_errors(lambda: args.func(args))
 
 
 if __name__ == "__main__":

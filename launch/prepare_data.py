@@ -13,8 +13,11 @@ cores, then a minute to align a few thousand utterances). The result opens with
 rejected utterances with their reasons.
 
 Preparing again under the same --name reuses the dataset when it was made from the same corpora
-and options (recorded in its prepared_from.json), refuses naming what differs otherwise, and
-rebuilds it with --overwrite.
+(their files' sizes and times included) and options (recorded in its prepared_from.json), refuses
+naming what differs otherwise, and rebuilds it with --overwrite. An interrupted preparation (even
+kill -9: its worker processes end with it) resumes from its feature cache when run again, and
+removes what the interruption left; the dataset is the one an uninterrupted run makes. Errors are
+one line on stderr (exit status 2).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
     python launch/synthesize.py --checkpoint runs/ns2_tiny --text "Hello there." \
         --prompt prompt.wav --out out.wav [--sampler dpm++2m --steps 25 --seed 0]
+                              # a long --text: "synthesizing N sentences in B batches" and a
+                              # progress bar over the batches, on stderr
     python launch/synthesize.py --checkpoint W/ns2 --text_file lines.txt --prompt p.wav \
         --out out_dir/        # one sentence per line -> out_dir/0000.wav ... (progress bar)
     python launch/synthesize.py --checkpoint W/ns2 --manifest rows.tsv
@@ -13,8 +15,10 @@ Beside every wav a PNG shows the mel spectrogram, the pitch and the phoneme boun
 ``<stem>.alignment.json`` holds the phoneme alignment. The last line printed is the real-time
 factor (synthesis seconds, compilation included, per second of audio). ``--rtf`` measures it for
 each ``sampler:steps`` on this machine after a warm-up call (compile time reported apart).
-Errors (bad checkpoint, empty text, short or silent prompt, a number out of range...) are one
-line on stderr, exit 2. With --text_file or --manifest a line that fails is reported as
+Errors (bad checkpoint, empty text, short, silent or unreadable prompt, a number out of range, an
+unusable --out...) are one line on stderr, exit 2; those that need no model come before it loads.
+A prompt longer than the model's prompt window (3 s for the presets) is cut to its start, and
+never read further. With --text_file or --manifest a line that fails is reported as
 ``FILE:LINE: reason`` and the other lines are written; the exit status is then 2.
 Relative paths in a manifest are relative to the current directory, as on the command line.
 """
@@ -215,8 +219,11 @@ def run_manifest(args: argparse.Namespace, synth, kw: dict) -> tuple[int, float,
     return _report(lines, written, args.manifest, "rows"), compute, audio
 
 
-def run(args: argparse.Namespace) -> int:
-    cli.check_numbers(args)  # before the checkpoint loads
+def check_inputs(args: argparse.Namespace) -> None:
+    """What can be checked before the checkpoint loads: the numbers, --prompt (a readable,
+    long enough, not silent recording), --out (a wav path for --text, a folder for --text_file),
+    and that --text_file / --manifest exist; one sentence each."""
+    cli.check_numbers(args)
     if not args.manifest and not args.prompt:
         raise ValueError("--prompt is required; pass a recording of the target voice (>= 1 s).")
     if not args.rtf and not args.manifest:
@@ -226,6 +233,37 @@ def run(args: argparse.Namespace) -> int:
             )
         if not args.text_file and args.text is None:
             raise ValueError('pass --text "...", --text_file F or --manifest F.')
+    if args.text is not None and not args.text.strip():
+        raise ValueError('--text is empty; pass a sentence, e.g. --text "Hello there."')
+    if args.text is not None and not args.rtf:
+        cli.check_output(args.out)
+    if args.text_file:
+        if not os.path.isfile(args.text_file):
+            raise FileNotFoundError(f"--text_file {args.text_file} does not exist; check the path.")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ValueError(f"--out {args.out} is a file; with --text_file pass a folder for "
+                             "the numbered wavs.")  # fmt: skip
+    if args.manifest and not os.path.isfile(args.manifest):
+        raise FileNotFoundError(f"--manifest {args.manifest} does not exist; check the path.")
+    if args.prompt:
+        cli.check_prompt(args.prompt)
+
+
+def synthesize_text(synth, args: argparse.Namespace, kw: dict):
+    """``--text``: one utterance, with progress on stderr when the text is long (how many
+    sentences, then a bar over their batches of up to 8)."""
+    from naturalspeech2_jax.inference.synthesizer import BATCH_BUCKETS
+
+    pieces = len(synth.sentence_tokens(args.text))  # also refuses unpronounceable text here
+    batches = -(-pieces // BATCH_BUCKETS[-1])
+    if pieces > 1:
+        print(f"synthesizing {pieces} sentences in {batches} batch{'es' if batches > 1 else ''}"
+              f" of up to {BATCH_BUCKETS[-1]}", file=sys.stderr, flush=True)  # fmt: skip
+    return synth.synthesize_batch([args.text], args.prompt, progress=batches > 1, **kw)[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    check_inputs(args)  # before the checkpoint loads
     from naturalspeech2_jax.inference import Synthesizer
 
     synth = Synthesizer.from_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint)
@@ -241,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
         status, compute, audio = run_text_file(args, synth, kw)
     else:
         start = time.perf_counter()
-        result = synth.synthesize(args.text, args.prompt, **kw)
+        result = synthesize_text(synth, args, kw)
         compute = time.perf_counter() - start
         cli.write_outputs(args.out, result, args.text, not args.no_plot)
         audio = len(result.wav) / result.sample_rate

@@ -26,14 +26,23 @@ paper step does not fit a 23 GB machine; the TPU one does (about 15 GB resident,
 
 ``--time_steps=N`` then also runs N steps on a synthetic batch of that shape on the real devices
 and adds ``step_time_s`` and ``mfu`` (model FLOP utilisation vs the chip's bf16 peak) to the JSON.
+
+Every error of the command line (a config file that does not load, an unknown preset or
+``--config.*`` field, a value of the wrong type or out of range) or of the inputs (a missing or
+unusable dataset, a work directory in use or that is a file) is one line on stderr, ``error:
+...``, with exit status 2; ``NS2_TRACEBACK=1`` shows the traceback of the latter instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -75,12 +84,152 @@ def _skip_llvm_optimisation() -> None:
     os.environ["XLA_FLAGS"] = " ".join([flags_now, *extra]).strip()
 
 
+def _usage_error(reason: str) -> None:
+    """``error: <reason>`` on one line of stderr and exit status 2 (no help text, no traceback)."""
+    print(f"error: {' '.join(reason.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _config_arg(argv: list[str]) -> str | None:
+    """The value of --config in ``argv`` (``--config=X`` or ``--config X``)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _config_defaults(config_arg: str | None) -> Any:
+    """The config ``--config`` names, loaded without its overrides (None when it cannot be)."""
+    import importlib.util
+
+    if not config_arg:
+        return None
+    path, _, preset = config_arg.partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_ns2_config_defaults", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(preset or None)
+    except Exception:  # noqa: BLE001 - only used to word an error better
+        return None
+
+
+def _field(config: Any, dotted: str) -> tuple[bool, Any]:
+    """(whether ``config`` has the dotted field, its value)."""
+    node = config
+    for part in dotted.split("."):
+        try:
+            if part not in node:
+                return False, None
+            node = node[part]
+        except TypeError:  # a leaf where a section was named
+            return False, None
+    return True, node
+
+
+def _flat_keys(config: Any, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        out += _flat_keys(v, key + ".") if hasattr(v, "items") else [key]
+    return out
+
+
+def flag_error(error: BaseException, argv: list[str]) -> str:
+    """One sentence for an error of absl/ml_collections flag parsing: a missing config file, an
+    unknown preset, an override of a field the config does not have, a value of the wrong
+    type."""
+    import difflib
+
+    text = str(error)
+    config_arg = _config_arg(argv)
+    path = (config_arg or "").partition(":")[0]
+    if path and not os.path.isfile(path):
+        return (f"--config {path} does not exist; give a config file such as "
+                "--config=configs/diffusion.py:tiny.")  # fmt: skip
+    m = re.search(r"unknown preset '([^']*)'; choose one of (\[[^\]]*\])", text)
+    if m:
+        return f"--config {config_arg}: unknown preset {m.group(1)!r}; choose one of {m.group(2)}."
+    defaults = _config_defaults(config_arg)
+    m = re.search(r"flag --config\.([\w.]+)=(.*?): (.*)", text)
+    if m:
+        key, value, reason = m.groups()
+        found, default = _field(defaults, key) if defaults is not None else (False, None)
+        kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+        kind = kinds.get(type(default), f"a {type(default).__name__}") if found else "a value"
+        kind += f" like its default {default!r}" if found else ""
+        return (f"--config.{key}={value} is not valid ({reason.splitlines()[0]}); give {kind}, "
+                f"e.g. --config.{key}={default if found else '...'}.")  # fmt: skip
+    if defaults is not None:
+        for a in argv:
+            key = a[len("--config.") :].partition("=")[0] if a.startswith("--config.") else ""
+            if key and not _field(defaults, key)[0]:
+                close = difflib.get_close_matches(key, _flat_keys(defaults), n=1)
+                hint = f"did you mean --config.{close[0]}? " if close else ""
+                return (f"--config.{key}: {path} has no field {key!r}; {hint}see its fields in "
+                        f"{path}.")  # fmt: skip
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{lines[-1] if lines else type(error).__name__} (see --helpshort)."
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with each error as one sentence on stderr and exit status 2 (absl
+    prints tracebacks and the usage for some, ml_collections defers a config file that does not
+    load until it is used)."""
+    try:
+        rest = flags.FLAGS(argv)
+        config = _CONFIG.value
+        if config is not None:
+            config.get("task")  # a config file that failed to load raises here
+    except Exception as e:  # noqa: BLE001 - whatever parsing raises is a bad command line
+        _usage_error(flag_error(e, argv))
+    return rest
+
+
+# config key -> (test, what it must be, an example): the numbers every training reads.
+_CONFIG_NUMBERS: dict[str, tuple[Callable[[float], bool], str, str]] = {
+    "total_steps": (lambda x: x >= 0, "an integer >= 0", "1000"),
+    "batch_size": (lambda x: x >= 1, "an integer >= 1", "8"),
+    "grad_accum": (lambda x: x >= 1, "an integer >= 1", "1"),
+    "log_every": (lambda x: x >= 1, "an integer >= 1", "50"),
+    "eval_every": (lambda x: x >= 0, "an integer >= 0 (0: never)", "0"),
+    "checkpoint_every": (lambda x: x >= 1, "an integer >= 1", "1000"),
+    "keep_checkpoints": (lambda x: x >= 1, "an integer >= 1", "3"),
+    "max_nonfinite_steps": (lambda x: x >= 1, "an integer >= 1", "20"),
+    "ema_decay": (lambda x: 0 <= x < 1, "in [0, 1)", "0.999"),
+    "optim.lr": (lambda x: x > 0, "> 0", "1e-3"),
+}
+
+
+def check_config(config: Any) -> None:
+    """ValueError (one sentence naming the --config.* override and an example) for a number a
+    training cannot use: steps, batch size, cadences, the learning rate."""
+    for key, (ok, what, example) in _CONFIG_NUMBERS.items():
+        found, value = _field(config, key)
+        if not found or value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and ok(value)):
+            raise ValueError(f"--config.{key} must be {what}, got {value!r}; e.g. "
+                             f"--config.{key}={example}.")  # fmt: skip
+    found, accum = _field(config, "grad_accum")
+    if found and accum and config.get("batch_size", 0) % accum:
+        raise ValueError(f"--config.batch_size={config.batch_size} is not a multiple of "
+                         f"--config.grad_accum={accum}; make it one.")  # fmt: skip
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags only (see --help).")
+        _usage_error(f"unexpected arguments {argv[1:]}; flags only (see --help).")
     config = _CONFIG.value
     if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/diffusion.py:tiny.")
+        _usage_error("--config is required, e.g. --config=configs/diffusion.py:tiny.")
+    try:
+        check_config(config)
+    except ValueError as e:
+        _usage_error(str(e))
     if _COMPILE_TOPOLOGY.value and (not _COMPILE_ONLY.value or _TIME_STEPS.value):
         raise app.UsageError(
             "launch/train.py: --compile_topology compiles for TPUs that are not here; use it "
@@ -131,14 +280,21 @@ def main(argv: list[str]) -> None:
     from naturalspeech2_jax.train.metrics import MetricsFileError
     from naturalspeech2_jax.train.workdir_lock import WorkdirBusyError
 
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        _usage_error(f"--workdir {workdir} is a file, not a folder; give a folder path.")
     try:
         loop.train(config, workdir)
-    except (FileNotFoundError, WorkdirBusyError, MetricsFileError) as e:
-        # Missing data/codec/checkpoint, a work directory in use, a damaged metrics.jsonl: the
-        # message is one sentence that names the file and the fix.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (ValueError, OSError, WorkdirBusyError, MetricsFileError) as e:
+        # Missing or unusable data/codec/checkpoint (a dataset without codes, an unknown split),
+        # a work directory in use, a damaged metrics.jsonl, a file the system refuses: the
+        # message is one sentence that names the file and the fix. NS2_TRACEBACK=1 shows the
+        # traceback instead (a ValueError may also be a bug).
+        if os.environ.get("NS2_TRACEBACK"):
+            raise
+        if isinstance(e, OSError) and e.strerror and e.filename:
+            e = f"{e.filename}: {e.strerror}"
+        _usage_error(str(e))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

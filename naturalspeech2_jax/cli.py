@@ -24,6 +24,8 @@ from typing import Any
 
 __all__ = [
     "check_numbers",
+    "check_output",
+    "check_prompt",
     "define_alignment_flags",
     "one_line_errors",
     "rtf_line",
@@ -102,27 +104,76 @@ def one_line_errors(run: Callable[[], object]) -> int:
     """``run()``; exit status 0, or 2 with its error on one line of stderr.
 
     Checkpoint, text, score and prompt errors (FileNotFoundError, ValueError and their
-    CheckpointError / SynthesisError) carry one sentence naming the file and the fix.
+    CheckpointError / SynthesisError) carry one sentence naming the file and the fix; a missing
+    optional package (ImportError) and a file the system refuses (OSError: permissions, a full
+    disk) are reported the same way.
     """
     try:
         status = run()
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, ImportError) as e:
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # FileNotFoundError with our sentence, or the system's reason
+        text = str(e) if e.strerror is None else f"{e.filename or ''}: {e.strerror}".lstrip(": ")
+        print(f"error: {_one_line(text)}", file=sys.stderr)
         return 2
     return status if isinstance(status, int) else 0
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line (a library's reason may hold line breaks)."""
+    return " ".join(text.split())
+
+
+def check_output(path: str | None, flag: str = "--out") -> None:
+    """ValueError (one sentence naming ``flag``) when ``path`` cannot take an audio file: it is
+    missing, a folder, not of a format soundfile writes (by its extension), or its folder cannot
+    be created or written. Checked before a model loads, so a bad path fails in a second."""
+    import soundfile
+
+    if not path:
+        raise ValueError(f"{flag} is required; pass the output file, e.g. {flag} out.wav.")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a folder; pass a file path such as {path}/out.wav.")
+    ext = os.path.splitext(path)[1].lstrip(".").upper()
+    if ext not in soundfile.available_formats():
+        raise ValueError(f"{flag} {path} does not end in an audio format soundfile writes (.wav, "
+                         ".flac, .ogg); name it e.g. out.wav.")  # fmt: skip
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: its folder cannot be created ({e.strerror or e}); pass "
+                         "a path you can write to.") from None  # fmt: skip
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: its folder {folder} cannot be written; pass a path you "
+                         "can write to.")  # fmt: skip
+
+
 def synthesize_to_file(
-    args: argparse.Namespace, make: Callable, source: str, title: str, verb: str, **options: Any
+    args: argparse.Namespace,
+    make: Callable,
+    source: str,
+    title: str,
+    verb: str,
+    *,
+    preflight: Callable[[], object] | None = None,
+    **options: Any,
 ) -> int:
     """The body of a :func:`voice_parser` command: load the NS2 run ``args.checkpoint``, write
     ``make(synth, source, args.prompt, sampler=, steps=, **options)`` to ``args.out``
     (:func:`write_outputs`) and print its length (``OUT: 2.40 s <verb>``) and real-time factor
-    (:func:`rtf_line`); returns the exit status of :func:`one_line_errors`. A number flag out of
-    range (:func:`check_numbers`) fails before the checkpoint loads."""
+    (:func:`rtf_line`); returns the exit status of :func:`one_line_errors`. Before the
+    checkpoint loads, a number flag out of range (:func:`check_numbers`), an unusable --out
+    (:func:`check_output`), a prompt that is missing, not audio, too short or silent, and what
+    ``preflight()`` checks (the command's own inputs) fail in one sentence."""
 
     def run() -> None:
         check_numbers(args)  # before the checkpoint loads
+        check_output(args.out)
+        if preflight is not None:
+            preflight()
+        check_prompt(args.prompt)
         from naturalspeech2_jax.inference import Synthesizer
 
         synth = Synthesizer.from_checkpoint(args.checkpoint)
@@ -135,6 +186,21 @@ def synthesize_to_file(
         print(rtf_line(compute, audio))
 
     return one_line_errors(run)
+
+
+# Seconds of a prompt the checks before a model loads read (the model then uses its own
+# max_prompt_seconds, 3 s for the presets): enough to find speech after a pause.
+PROMPT_CHECK_SECONDS = 30.0
+
+
+def check_prompt(prompt: str | None, flag: str = "--prompt") -> None:
+    """SynthesisError (one sentence) when the prompt recording is missing, not audio, NaN,
+    shorter than 1 s or silent in its first ``PROMPT_CHECK_SECONDS``."""
+    from naturalspeech2_jax.inference.synthesizer import read_prompt
+
+    if not prompt:
+        raise ValueError(f"{flag} is required; pass a recording of the target voice (>= 1 s).")
+    read_prompt(prompt, PROMPT_CHECK_SECONDS)
 
 
 def define_alignment_flags() -> tuple[Any, Any]:

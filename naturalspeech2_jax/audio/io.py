@@ -7,8 +7,9 @@ read into exactly that:
 * :func:`load_audio` reads wav/flac/ogg/mp3/... at any rate and channel count, optionally only a
   ``[start, end)`` segment in seconds (Kaldi ``segments``, long files), downmixes to mono by
   averaging channels and resamples with soxr's "VHQ" quality (scipy's polyphase resampler when
-  soxr is missing). Unreadable, corrupt or empty files raise :class:`AudioError` with one
-  sentence naming the file.
+  soxr is missing). Unreadable, corrupt or empty files, and NaN or infinite samples, raise
+  :class:`AudioError` with one sentence naming the file; float samples far beyond full scale
+  (peak > 1000) are scaled to a peak of 1.
 * :func:`normalize_loudness` sets a gated RMS loudness (see its docstring for the exact rule) and
   limits the peak.
 * :func:`trim_silence` removes leading/trailing low-energy audio, keeping a margin.
@@ -54,6 +55,9 @@ DEFAULT_TARGET_DBFS = -20.0
 DEFAULT_PEAK_DBFS = -1.0
 # Never boost by more than this: a near-silent (or all-noise) file would otherwise be blown up.
 _MAX_GAIN_DB = 40.0
+# Float samples beyond this (full scale is 1) are not audio levels but another unit (or garbage);
+# load_audio scales such a file to a peak of 1 rather than let resampling overflow.
+_MAX_PEAK = 1e3
 _EPS = 1e-10
 
 
@@ -124,8 +128,12 @@ def load_audio(
         empty or starts past the end of the file.
     """
     path = Path(path)
+    if not path.exists():
+        raise AudioError(f"Audio file {path} does not exist; check the path.")
     if not path.is_file():
-        raise AudioError(f"Audio file {path} does not exist or is not a regular file.")
+        raise AudioError(
+            f"Audio file {path} is not a regular file (a folder?); pass an audio file."
+        )
     if path.stat().st_size == 0:
         raise AudioError(f"Audio file {path} is empty (0 bytes); re-export or remove it.")
     try:
@@ -160,7 +168,12 @@ def load_audio(
     wav = to_mono(wav)
     if not np.all(np.isfinite(wav)):
         # Float wav files can hold NaN/inf; they would poison every feature computed later.
-        raise AudioError(f"Audio file {path} contains NaN or infinite samples.")
+        raise AudioError(
+            f"Audio file {path} contains NaN or infinite samples; re-export it as 16-bit PCM."
+        )
+    peak = float(np.max(np.abs(wav)))
+    if peak > _MAX_PEAK:  # a float file in another unit: keep resampling and features finite
+        wav = wav / np.float32(peak)
     return resample(wav, sr, target_sr)
 
 

@@ -9,31 +9,46 @@ Stages (each utterance that fails is reported with its reason and skipped; the r
 3. **Audio** in parallel worker processes: load (any rate/channels -> 16 kHz mono), loudness
    normalisation, optional silence trimming, length limits, pad to whole frames, pitch (log-F0 +
    voiced at the codec hop, never NaN) and log-mel (for the aligner). Cached per utterance under
-   ``<data_dir>/_work`` so an interrupted run resumes.
+   ``<data_dir>/_work`` so an interrupted run resumes: each cache is written to a temporary file
+   renamed when complete, and read back whole (checksums, shapes) before it is trusted; a damaged
+   one is recomputed, with a warning. The workers end with the preparation, even when it is
+   killed with SIGKILL, and never write a cache after it.
 4. **Durations in codec frames**: exact timings when the corpus ships them (the embedded corpus),
    Praat/MFA TextGrids whose phones are our tokens, else the built-in aligner
    (``configs/aligner.py``) trained on the corpus itself; ``durations="aligner"`` uses it even
    where exact timings exist, and the card then scores it against them. Boundaries are
    rounded, not durations, so ``sum(durations) == n_frames``.
 5. **Write** the TFDS ArrayRecord dataset (``data/tfds_builder.py``) plus ``vocab.json``,
-   ``speakers.json``, a dataset card (``card.json``, ``card.md``, ``lengths.png``) and
-   ``rejected.tsv`` beside it, and last ``prepared_from.json`` (corpus paths, the options that
-   change the data, the readers' and this module's versions). Preparing again under the same
-   name reuses the dataset when those are the same, refuses naming what differs otherwise, and
-   rebuilds with ``overwrite=True``; when nothing survives, ``rejected.tsv`` is written into
-   ``<data_dir>/_work/<name>`` and the error tallies every reason.
+   ``speakers.json``, ``rejected.tsv`` and a dataset card: its figures (``lengths.png``,
+   ``alignment.png``) first, then ``card.md`` that links them, ``prepared_from.json`` (corpus
+   paths with the number, size and a digest of the sizes and times of their files, the options
+   that change the data, the readers' and this module's versions) and last ``card.json``, the
+   mark of a complete dataset; each file is written whole or not at all. Preparing again under
+   the same name reuses the dataset when those are the same, refuses naming what differs
+   otherwise (an edited corpus included), and rebuilds with ``overwrite=True``; when nothing
+   survives, ``rejected.tsv`` is written into ``<data_dir>/_work/<name>`` and the error tallies
+   every reason. One preparation of a name runs at a time (a lock in ``<data_dir>/_work``); what
+   a killed one left (TFDS's ``incomplete.*`` folders, a dataset without its card, partial
+   caches) is removed by the next, which says so in one INFO line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import re
 import shutil
+import signal
+import sys
+import threading
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -128,7 +143,7 @@ def prepare_corpus(
     **overrides: Any,
 ) -> PrepareResult:
     """Prepare one or more corpora into ``data_dir/<name>/<version>`` (see module docstring)."""
-    from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset
+    from naturalspeech2_jax.data.tfds_builder import VERSION
 
     opts = _checked_options(options, overrides)
     corpora = [os.fspath(corpus)] if isinstance(corpus, str | os.PathLike) else list(corpus)
@@ -136,14 +151,31 @@ def prepare_corpus(
     out_dir = data_dir / opts.name / VERSION
     work = data_dir / "_work" / opts.name
     fingerprint = _fingerprint(corpora, opts)
-    if opts.overwrite:
-        for old in (out_dir, work):
-            if old.exists():
-                log.info("--overwrite: removing %s", old)
-                shutil.rmtree(os.fspath(old))
-    elif (out_dir / "card.json").exists():
+    if not opts.overwrite and (out_dir / "card.json").exists():
         return PrepareResult(out_dir, _reused_card(out_dir, fingerprint))
     _check_data_dir(data_dir)
+    with _preparation_lock(data_dir, opts.name):
+        if opts.overwrite:
+            for old in (out_dir, work):
+                if old.exists():
+                    log.info("--overwrite: removing %s", old)
+                    shutil.rmtree(os.fspath(old))
+        elif (out_dir / "card.json").exists():  # another run finished it while we waited
+            return PrepareResult(out_dir, _reused_card(out_dir, fingerprint))
+        _remove_unfinished(data_dir / opts.name, out_dir)
+        return _prepare(corpora, data_dir, work, opts, fingerprint)
+
+
+def _prepare(
+    corpora: list[str],
+    data_dir: epath.Path,
+    work: epath.Path,
+    opts: PrepareOptions,
+    fingerprint: dict[str, Any],
+) -> PrepareResult:
+    """The stages of :func:`prepare_corpus`, under its lock, into a name with no dataset yet."""
+    from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset
+
     start_time = time.time()
     _fresh_work_dir(work, fingerprint)
 
@@ -168,7 +200,7 @@ def prepare_corpus(
         description=f"Prepared from {', '.join(corpora)}",
     )
     vocab.save(out_dir / "vocab.json")
-    (out_dir / "speakers.json").write_text(json.dumps(speakers, indent=1))
+    _atomic_write(out_dir / "speakers.json", json.dumps(speakers, indent=1))
 
     lengths = {s: np.load(os.fspath(out_dir / f"frames_{s}.npy")) for s in split_names}
     card = _dataset_card(
@@ -186,10 +218,10 @@ def prepare_corpus(
         start_time=start_time,
     )
     if align_report.get("figure"):
-        (out_dir / "alignment.png").write_bytes((work / "alignment.png").read_bytes())
-    _write_card(out_dir, card, lengths, rejected)
-    # Last: its presence with card.json says the dataset is complete and what it was made from.
-    (out_dir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=1))
+        _atomic_write(out_dir / "alignment.png", (work / "alignment.png").read_bytes())
+    # Last: card.json says the dataset is complete (here and in data/embedded.py), so everything
+    # it and card.md name, and prepared_from.json, exist before it does.
+    _write_card(out_dir, card, lengths, rejected, fingerprint)
     log.info("prepared %s: %s", out_dir, json.dumps(card["splits"]))
     return PrepareResult(out_dir, card)
 
@@ -201,56 +233,138 @@ def _checked_options(options: PrepareOptions | None, overrides: dict[str, Any]) 
         raise ValueError(f"durations={opts.durations!r}; use auto, aligner or exact.")
     if opts.aligner not in ALIGNERS:
         raise ValueError(f"aligner={opts.aligner!r}; use one of {', '.join(ALIGNERS)}.")
-    if opts.max_edge_silence is not None and opts.max_edge_silence < 0:
+    if opts.max_edge_silence is not None and not opts.max_edge_silence >= 0:
         raise ValueError(f"max_edge_silence must be >= 0 seconds, not {opts.max_edge_silence}.")
+    if not (0 <= opts.min_seconds < math.inf):
+        raise ValueError(f"min_seconds must be >= 0, not {opts.min_seconds}; e.g. 0.5.")
+    if not opts.max_seconds > opts.min_seconds:
+        raise ValueError(f"max_seconds ({opts.max_seconds}) must be more than min_seconds "
+                         f"({opts.min_seconds}); e.g. 20.")  # fmt: skip
+    if opts.num_workers is not None and opts.num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1 (or None: all cores), not {opts.num_workers}.")
+    if opts.aligner_steps < 0:
+        raise ValueError(f"aligner_steps must be >= 0 (0: the preset's), not {opts.aligner_steps}.")
+    if opts.pitch_method not in ("harvest", "dio"):
+        raise ValueError(f"pitch_method={opts.pitch_method!r}; use harvest or dio.")
     return opts
 
 
 # ------------------------------------------------------------------------------------ reruns
 def _fingerprint(corpora: Sequence[str], opts: PrepareOptions) -> dict[str, Any]:
-    """What the dataset is made from: the corpus folders, the options that change the data, and
-    the readers' and this module's versions (``prepared_from.json`` beside the dataset)."""
+    """What the dataset is made from: the corpus folders with the number, total size and a
+    digest of the paths, sizes and modification times of their files, the options that change
+    the data, and the readers' and this module's versions (``prepared_from.json``)."""
     options = {k: v for k, v in dataclasses.asdict(opts).items() if k not in _UNRECORDED_OPTIONS}
     return {
         "corpora": [os.path.abspath(os.fspath(c)) for c in corpora],
+        "inputs": [_corpus_files(c) for c in corpora],
         "options": options,
         "reader_version": readers.READER_VERSION,
         "prepare_version": PREPARE_VERSION,
     }
 
 
+def _corpus_files(corpus: str | os.PathLike) -> dict[str, Any]:
+    """``{"files", "bytes", "digest"}`` of the files under ``corpus`` (hidden ones aside): a
+    file added, removed, resized or rewritten changes the digest. Sizes and times only, no
+    content, so that a corpus of 100k files is summed up in about a second."""
+    root = os.path.abspath(os.fspath(corpus))
+    entries, seen = [], set()
+    for folder, subdirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink loop
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling link: the readers report the missing file
+                continue
+            entries.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
+    digest = hashlib.sha256()
+    for rel, size, mtime in sorted(entries):
+        digest.update(f"{rel}\0{size}\0{mtime}\n".encode(errors="surrogateescape"))
+    return {
+        "files": len(entries),
+        "bytes": sum(e[1] for e in entries),
+        "digest": digest.hexdigest()[:16],
+    }
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``what: old -> new`` for each fingerprint entry (an option by its name) that differs."""
+    """``what: old -> new`` for each fingerprint entry (an option by its name) that differs. A
+    fingerprint recorded before an entry existed (``inputs``) is not compared on it."""
     out = []
     for key in sorted(set(old) | set(new)):
         if key == "options":
             a, b = old.get(key, {}), new.get(key, {})
             out += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
                     if a.get(k) != b.get(k)]  # fmt: skip
+        elif key == "inputs":
+            if key in old and old[key] != new.get(key):
+                out += _changed_inputs(old.get("corpora", []), old[key], new.get(key) or [])
         elif old.get(key) != new.get(key):
             out.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
     return out
+
+
+def _changed_inputs(corpora: list[str], old: list, new: list) -> list[str]:
+    """``corpus C changed since (12 files, 3.4 MB -> ...)`` per corpus whose files differ."""
+
+    def summary(x: dict) -> str:
+        return f"{x.get('files', '?')} files, {x.get('bytes', 0) / 1e6:.1f} MB"
+
+    out = []
+    for i, (a, b) in enumerate(zip(old, new, strict=False)):
+        if a != b:
+            name = corpora[i] if i < len(corpora) else f"corpus {i + 1}"
+            same = summary(a) == summary(b)
+            out.append(f"files of {name} changed since ({summary(a)} -> {summary(b)}"
+                       f"{'; a file was rewritten' if same else ''})")  # fmt: skip
+    return out
+
+
+def _read_json(path: epath.Path, what: str) -> Any:
+    """``path``'s JSON; a ValueError naming the file and the fix when it does not parse."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(
+            f"{path} ({what}) is damaged ({e}); give --overwrite to rebuild the dataset."
+        ) from None
 
 
 def _reused_card(out_dir: epath.Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """The card of the dataset already prepared in ``out_dir`` when it was made from the same
     corpora and options; a ValueError naming what differs otherwise."""
     recorded = out_dir / FINGERPRINT_FILE
+    card = _read_json(out_dir / "card.json", "the dataset card")
     if not recorded.exists():
         log.warning(
             "%s was prepared before datasets recorded what they were made from (no %s); "
             "reusing it as it is. Prepare with --overwrite to rebuild it with these options.",
             out_dir, FINGERPRINT_FILE,
         )  # fmt: skip
-    else:
-        diff = _differences(json.loads(recorded.read_text()), fingerprint)
-        if diff:
-            raise ValueError(
-                f"{out_dir} was prepared from other inputs ({'; '.join(diff)}); give --overwrite "
-                "to rebuild it, or another --name to keep both."
-            )
-        log.info("%s is already prepared from the same corpora and options; reusing it", out_dir)
-    return json.loads((out_dir / "card.json").read_text())
+        return card
+    old = _read_json(recorded, "what the dataset was prepared from")
+    gone = [c for c in fingerprint["corpora"] if not os.path.isdir(c)]
+    if gone and old.get("corpora") == fingerprint["corpora"]:
+        # The corpus was deleted after preparing it: its files cannot be compared.
+        old = {k: v for k, v in old.items() if k != "inputs"}
+        log.warning("corpus %s no longer exists; reusing %s as prepared from it", gone[0], out_dir)
+    diff = _differences(old, fingerprint)
+    if diff:
+        raise ValueError(
+            f"{out_dir} was prepared from other inputs ({'; '.join(diff)}); give --overwrite "
+            "to rebuild it, or another --name to keep both."
+        )
+    log.info("%s is already prepared from the same corpora and options; reusing it", out_dir)
+    return card
 
 
 def _check_data_dir(data_dir: epath.Path) -> None:
@@ -269,15 +383,72 @@ def _check_data_dir(data_dir: epath.Path) -> None:
         ) from e
 
 
+@contextlib.contextmanager
+def _preparation_lock(data_dir: epath.Path, name: str):
+    """One preparation of ``name`` at a time: an exclusive ``flock`` on
+    ``<data_dir>/_work/.<name>.lock`` (released by the kernel when the process ends, also on
+    SIGKILL). A second run waits for the first (and then reuses what it made)."""
+    path = data_dir / "_work" / f".{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (nor a second preparation of a name, please)
+        yield
+        return
+    with open(os.fspath(path), "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.info("another process is preparing %s (%s); waiting for it", name, path)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_unfinished(name_dir: epath.Path, out_dir: epath.Path) -> None:
+    """What an interrupted run left under ``<data_dir>/<name>``: TFDS's ``incomplete.*``
+    folders, and a version folder without ``card.json`` (TFDS would otherwise reuse records that
+    may come from other inputs). Called under the preparation lock; one INFO line."""
+    left = sorted(name_dir.glob("incomplete.*")) if name_dir.exists() else []
+    if out_dir.exists() and not (out_dir / "card.json").exists():
+        left.append(out_dir)
+    if not left:
+        return
+    log.info("removing what an interrupted preparation left: %s", ", ".join(map(str, left)))
+    for path in left:
+        if path.is_dir():
+            shutil.rmtree(os.fspath(path), ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _atomic_write(path: epath.Path, data: str | bytes) -> None:
+    """Write ``path`` through a temporary file renamed over it: a kill leaves the old file or
+    the new one, never a part of it."""
+    tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
+    if isinstance(data, str):
+        tmp.write_text(data)
+    else:
+        tmp.write_bytes(data)
+    os.replace(os.fspath(tmp), os.fspath(path))
+
+
 def _fresh_work_dir(work: epath.Path, fingerprint: dict[str, Any]) -> None:
     """Create ``work``; its feature cache is kept (an interrupted run resumes) only when it was
     made from the same inputs, else it is emptied first."""
     stamp = work / FINGERPRINT_FILE
-    if work.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != fingerprint):
-        log.info("%s holds features made from other inputs; removing them", work)
-        shutil.rmtree(os.fspath(work))
+    if work.exists():
+        try:
+            same = not _differences(json.loads(stamp.read_text()), fingerprint)
+        except (OSError, ValueError):  # no stamp, or a damaged one
+            same = False
+        if not same:
+            log.info("%s holds features made from other inputs; removing them", work)
+            shutil.rmtree(os.fspath(work))
     work.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(fingerprint, indent=1))
+    _atomic_write(stamp, json.dumps(fingerprint, indent=1))
 
 
 def _cache_path(work: epath.Path, split: str, utt_id: str) -> str:
@@ -389,11 +560,16 @@ def _audio_features_stage(
         (work / split).mkdir(parents=True, exist_ok=True)
         cache = _cache_path(work, split, u.id)
         jobs.append((u.id, os.fspath(u.audio_path), u.start, u.end, cache, worker_opts))
+    _remove_partial_caches(work)
     workers = opts.num_workers or os.cpu_count() or 1
     results = _map_in_workers(
         _audio_features, jobs, workers, 4, desc="audio features", progress=opts.progress
     )
-    failed = {utt_id: reason for utt_id, reason in results if reason}
+    damaged = [note for _, _, note in results if note]
+    if damaged:
+        log.warning("%d feature cache(s) in %s were damaged and have been recomputed (first: %s)",
+                    len(damaged), work, damaged[0])  # fmt: skip
+    failed = {utt_id: reason for utt_id, reason, _ in results if reason}
     kept, rejected = [], []
     for split, u, tokens, ids in items:
         if u.id in failed:
@@ -403,16 +579,63 @@ def _audio_features_stage(
     return kept, rejected
 
 
+def _remove_partial_caches(work: epath.Path) -> None:
+    """The temporary files of caches a killed run was writing (never trusted: only a finished
+    file is renamed to its cache name)."""
+    for tmp in work.glob(f"*/*{_PARTIAL}*"):
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ workers
+# Feature and pocketsphinx workers are spawned processes. When the preparation is killed (even
+# with SIGKILL) they must end at once rather than finish their jobs and write caches: on Linux
+# the kernel kills them with their parent (PR_SET_PDEATHSIG); elsewhere, and as a second line,
+# a watchdog thread ends a worker whose parent is gone, and a worker checks before each cache
+# it makes final.
+_PARENT_PID: int | None = None
+_WATCH_SECONDS = 0.2
+
+
+def _parent_gone() -> bool:
+    """Whether this is a worker whose preparation process has ended (it was re-parented)."""
+    return _PARENT_PID is not None and os.getppid() != _PARENT_PID
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Pool initializer: tie this worker's life to ``parent_pid``."""
+    global _PARENT_PID
+    _PARENT_PID = parent_pid
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # no libc, a sandbox refusing prctl: the watchdog
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if _parent_gone():  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while not _parent_gone():
+            time.sleep(_WATCH_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _map_in_workers(
     fn: Callable, jobs: list, workers: int, chunksize: int, *, desc: str, progress: bool
 ) -> list:
     """``[fn(job) for job in jobs]`` in completion order, in ``workers`` processes (spawned:
-    never fork a process that runs JAX) or in this one when ``workers`` is 1, with a progress
-    bar."""
+    never fork a process that runs JAX; they end with this one, see ``_worker_init``) or in this
+    one when ``workers`` is 1, with a progress bar."""
     bar = tqdm(total=len(jobs), desc=desc, unit="utt", disable=not progress)
     results = []
     if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool = multiprocessing.get_context("spawn").Pool(
+            workers, initializer=_worker_init, initargs=(os.getpid(),)
+        )
+        with pool:
             for result in pool.imap_unordered(fn, jobs, chunksize=chunksize):
                 results.append(result)
                 bar.update(1)
@@ -424,43 +647,88 @@ def _map_in_workers(
     return results
 
 
-def _audio_features(job: tuple) -> tuple[str, str | None]:
-    """Worker: one utterance -> cached npz (audio int16, log_f0, voiced, mel). Returns a reason
-    string when the utterance must be rejected."""
+# ------------------------------------------------------------------------------------ caches
+_PARTIAL = ".partial"  # in the name of a cache being written
+_CACHE_KEYS = {"audio": np.int16, "log_f0": np.float32, "voiced": np.int8, "mel": np.float16}
+
+
+def cache_problem(cache: str) -> str | None:
+    """Why the feature cache ``cache`` cannot be trusted (unreadable, truncated, a failed
+    checksum, a missing or inconsistent array), or None when it is sound. Reads it whole: the
+    zip checksums of every array are verified."""
+    try:
+        with np.load(cache) as f:
+            arrays = {k: f[k] for k in _CACHE_KEYS}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        return f"{type(e).__name__}: {e}"
+    for key, dtype in _CACHE_KEYS.items():
+        if arrays[key].dtype != dtype:
+            return f"{key} is {arrays[key].dtype}, not {np.dtype(dtype)}"
+    n = len(arrays["log_f0"])
+    sizes = (len(arrays["audio"]), len(arrays["voiced"]), len(arrays["mel"]))
+    if n == 0 or sizes != (n * HOP_LENGTH, n, n):
+        return f"array lengths {sizes} do not fit {n} frames"
+    if not np.all(np.isfinite(arrays["log_f0"])):
+        return "log_f0 has NaN or infinite values"
+    return None
+
+
+def _write_cache(cache: str, **arrays: np.ndarray) -> None:
+    """``cache`` written whole or not at all: a temporary file renamed to it, unless the
+    preparation this worker served is gone (then nothing is written and the worker ends)."""
+    tmp = f"{cache}{_PARTIAL}{os.getpid()}.npz"
+    np.savez(tmp, **arrays)
+    if _parent_gone():
+        os.unlink(tmp)
+        os._exit(1)
+    os.replace(tmp, cache)
+
+
+def _audio_features(job: tuple) -> tuple[str, str | None, str | None]:
+    """Worker: one utterance -> cached npz (audio int16, log_f0, voiced, mel). Returns (id,
+    reason the utterance is rejected or None, why its cache was damaged and recomputed or
+    None)."""
     utt_id, path, start, end, cache, opts = job
+    damaged = None
     if os.path.exists(cache):
-        return utt_id, None
+        damaged = cache_problem(cache)
+        if damaged is None:
+            return utt_id, None, None
+        damaged = f"{cache}: {damaged}"
+        os.unlink(cache)
+    return utt_id, _compute_features(path, start, end, cache, opts), damaged
+
+
+def _compute_features(path: str, start, end, cache: str, opts: dict) -> str | None:
+    """The features of one utterance into ``cache``; the reason it is rejected, or None."""
     try:
         wav = load_audio(path, start=start, end=end)
     except AudioError as e:
-        return utt_id, f"unreadable audio: {e}"
+        return f"unreadable audio: {e}"
     seconds = len(wav) / SAMPLE_RATE
     if seconds == 0 or not np.any(wav):
-        return utt_id, "empty or silent audio"
+        return "empty or silent audio"
     if opts["trim_silence"]:
         wav = trim_silence(wav)
     seconds = len(wav) / SAMPLE_RATE
     if seconds < opts["min_seconds"]:
-        return utt_id, f"too short ({seconds:.2f} s < {opts['min_seconds']} s)"
+        return f"too short ({seconds:.2f} s < {opts['min_seconds']} s)"
     if seconds > opts["max_seconds"]:
-        return utt_id, f"too long ({seconds:.2f} s > {opts['max_seconds']} s)"
+        return f"too long ({seconds:.2f} s > {opts['max_seconds']} s)"
     wav = pad_or_trim_to_frames(normalize_loudness(wav))
     log_f0, voiced = extract_pitch(wav, method=opts["pitch_method"])
     mel = log_mel_spectrogram(wav)
     n = len(wav) // HOP_LENGTH
     if len(log_f0) != n or len(mel) != n:
-        return utt_id, f"feature frames {len(log_f0)}/{len(mel)} != audio frames {n}"
-    audio = to_pcm16(wav)
-    tmp = cache + ".tmp.npz"
-    np.savez(
-        tmp,
-        audio=audio,
+        return f"feature frames {len(log_f0)}/{len(mel)} != audio frames {n}"
+    _write_cache(
+        cache,
+        audio=to_pcm16(wav),
         log_f0=log_f0.astype(np.float32),
         voiced=voiced.astype(np.int8),
         mel=mel.astype(np.float16),
     )
-    os.replace(tmp, cache)
-    return utt_id, None
+    return None
 
 
 # ------------------------------------------------------------------------------------ durations
@@ -627,10 +895,9 @@ def _reason_tally(rejected: _Rejected) -> Counter:
 
 
 def _write_rejected(path: epath.Path, rejected: _Rejected) -> None:
-    with path.open("w") as f:
-        f.write("split\titem\treason\n")
-        for split, item, reason in rejected:
-            f.write(f"{split}\t{item}\t{reason}\n")
+    lines = ["split\titem\treason\n"]
+    lines += [f"{split}\t{item}\t{reason}\n" for split, item, reason in rejected]
+    _atomic_write(path, "".join(lines))
 
 
 def _split_examples(
@@ -742,12 +1009,25 @@ def duration_stats(tokens: list[list[str]], durations: list[np.ndarray]) -> dict
     }
 
 
-def _write_card(out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rejected) -> None:
-    """``card.json``, ``rejected.tsv``, ``card.md`` and its ``lengths.png`` into ``out``."""
-    (out / "card.json").write_text(json.dumps(card, indent=1))
+def _write_card(
+    out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rejected, fingerprint: dict
+) -> None:
+    """Into ``out``, in this order: ``lengths.png``, ``rejected.tsv``, ``card.md`` (which links
+    the figures, written after them), ``prepared_from.json`` and last ``card.json``, the mark of
+    a complete dataset. Each file appears whole or not at all (:func:`_atomic_write`), so a kill
+    never leaves a card that links a missing figure or a complete-looking, unfingerprinted
+    dataset."""
+    tmp = out / f".lengths.png.tmp{os.getpid()}.png"
+    _plot_lengths(tmp, lengths)
+    os.replace(os.fspath(tmp), os.fspath(out / "lengths.png"))
     _write_rejected(out / "rejected.tsv", rejected)
-    (out / "card.md").write_text(_card_markdown(card))
-    _plot_lengths(out / "lengths.png", lengths)
+    figures = ["lengths.png"] + (["alignment.png"] if card.get("aligner", {}).get("figure") else [])
+    missing = [f for f in figures if not (out / f).exists()]
+    if missing:  # a bug guard: card.md must never link a figure that is not there
+        raise AssertionError(f"card.md would link missing figures {missing} in {out}")
+    _atomic_write(out / "card.md", _card_markdown(card))
+    _atomic_write(out / FINGERPRINT_FILE, json.dumps(fingerprint, indent=1))
+    _atomic_write(out / "card.json", json.dumps(card, indent=1))
 
 
 def _card_markdown(card: dict) -> str:

@@ -340,7 +340,8 @@ def read_kaldi(
     root = Path(root)
     b = _Builder(root, "kaldi", check_audio, Path(alignment_dir) if alignment_dir else None)
     if not (root / "text").is_file():
-        raise CorpusError(f"{root} has no Kaldi 'text' file; it is not a Kaldi data folder.")
+        raise CorpusError(f"{root} has no Kaldi 'text' file, so it is not a Kaldi data folder; "
+                          "pass a folder with text, utt2spk and the audio.")  # fmt: skip
     # Keep empty transcripts (min_fields=1) so they are reported as "empty transcript".
     text = _read_table(root / "text", b.problems, min_fields=1)
     utt2spk = _read_table(root / "utt2spk", b.problems) if (root / "utt2spk").is_file() else None

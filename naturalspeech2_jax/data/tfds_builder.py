@@ -14,6 +14,8 @@ speaker list); ``audio`` (int16 [samples]); ``phonemes`` and ``durations`` (int3
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -24,6 +26,8 @@ from etils import epath
 from naturalspeech2_jax.data.pipeline import check_example
 
 VERSION = "1.0.0"
+
+log = logging.getLogger(__name__)
 
 
 def features(num_quantizers: int = 0) -> tfds.features.FeaturesDict:
@@ -53,8 +57,11 @@ def write_dataset(
 ) -> epath.Path:
     """Write ``splits`` (name -> function yielding example dicts) and return the version dir.
 
-    Every example is checked against the frame invariants while it is written.
+    Every example is checked against the frame invariants while it is written. The
+    ``incomplete.*`` folders that a killed run left in ``data_dir/<name>`` (TFDS writes there
+    and renames the folder when done) are removed first, with one INFO line.
     """
+    remove_incomplete(epath.Path(data_dir) / name)
 
     def examples(split: str):
         for ex in splits[split]():
@@ -90,3 +97,19 @@ def write_dataset(
         with (out / f"frames_{split}.npy").open("wb") as f:
             np.save(f, lengths)
     return out
+
+
+def remove_incomplete(name_dir: epath.Path) -> list[str]:
+    """Remove TFDS's ``incomplete.*`` folders (left by a killed run) from ``name_dir``; returns
+    their paths."""
+    left = (
+        sorted(p for p in name_dir.glob("incomplete.*") if p.is_dir()) if name_dir.exists() else []
+    )
+    if left:
+        log.info(
+            "removing %d unfinished dataset folder(s) left by an interrupted run: %s",
+            len(left), ", ".join(map(str, left)),
+        )  # fmt: skip
+        for p in left:
+            shutil.rmtree(str(p), ignore_errors=True)
+    return [str(p) for p in left]

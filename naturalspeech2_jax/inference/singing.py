@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -33,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from naturalspeech2_jax.inference.synthesizer import (
+    FRAME_BUCKETS,
     FRAMES_PER_SECOND,
+    TOKEN_BUCKETS,
     SynthesisError,
     SynthesisResult,
     Synthesizer,
@@ -57,7 +60,10 @@ def midi_number(pitch: Any, where: str) -> float | None:
     """``60``, ``"C4"``, ``"F#3"``, ``"Bb4"`` -> MIDI number (C4 = 60); None/"rest" -> None."""
     if pitch is None or (isinstance(pitch, str) and pitch.lower() in ("rest", "r", "")):
         return None
-    if isinstance(pitch, int | float):
+    if isinstance(pitch, int | float) and not isinstance(pitch, bool):
+        if not (math.isfinite(pitch) and 0 <= pitch <= 127):
+            raise SynthesisError(f"{where}: pitch {pitch!r} is not a MIDI note number in 0..127; "
+                                 "fix the score.")  # fmt: skip
         return float(pitch)
     m = re.fullmatch(r"([A-Ga-g])([#b]*)(-?\d)", str(pitch).strip())
     if not m:
@@ -67,22 +73,43 @@ def midi_number(pitch: Any, where: str) -> float | None:
     return float(12 * (int(octave) + 1) + _NAMES[step.upper()] + acc.count("#") - acc.count("b"))
 
 
+def _positive(value: Any, what: str, where: str) -> float:
+    """``value`` as a finite number > 0 (a note length, a tempo), or SynthesisError."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if isinstance(value, bool) or not (math.isfinite(x) and x > 0):
+        raise SynthesisError(f"{where}: {what} {value!r} is not a number > 0; fix the score.")
+    return x
+
+
 # ------------------------------------------------------------------------------------ readers
 def read_json_score(path: str) -> list[Note]:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SynthesisError(f"{path} is not valid JSON ({e}); see the format in "
                              "naturalspeech2_jax/inference/singing.py.") from None  # fmt: skip
-    tempo = float(data.get("tempo", 120))
+    if not isinstance(data, dict) or not isinstance(data.get("notes"), list):
+        raise SynthesisError(
+            f'{path} is not a score: it needs a JSON object with a "notes" list (format in '
+            "naturalspeech2_jax/inference/singing.py)."
+        )
+    tempo = _positive(data.get("tempo", 120), "tempo", path)
     notes = []
-    for i, n in enumerate(data.get("notes", [])):
+    for i, n in enumerate(data["notes"]):
         where = f"{path} note {i}"
+        if not isinstance(n, dict):
+            raise SynthesisError(
+                f"{where} is {n!r}, not an object like "
+                '{"lyric": "la", "pitch": "C4", "beats": 1}; fix the score.'
+            )
         if "seconds" in n:
-            seconds = float(n["seconds"])
+            seconds = _positive(n["seconds"], "seconds", where)
         elif "beats" in n:
-            seconds = float(n["beats"]) * 60.0 / tempo
+            seconds = _positive(n["beats"], "beats", where) * 60.0 / tempo
         else:
             raise SynthesisError(f"{where} has neither 'seconds' nor 'beats'; give its length.")
         pitch = None if n.get("rest") else midi_number(n.get("pitch"), where)
@@ -131,6 +158,16 @@ def read_musicxml_score(path: str) -> list[Note]:
     part = root.find("part")
     if part is None:
         raise SynthesisError(f"{path} has no <part>; export a partwise MusicXML score.")
+    try:
+        return _musicxml_notes(part)
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, AttributeError) as e:
+        raise SynthesisError(
+            f"{path} holds a note or attribute that does not parse ({type(e).__name__}: {e}); "
+            "export the score again."
+        ) from None
+
+
+def _musicxml_notes(part) -> list[Note]:
     divisions, tempo, notes = 1.0, 120.0, []
     for measure in part.findall("measure"):
         for el in measure:
@@ -172,6 +209,38 @@ def read_score(path: str) -> list[Note]:
     notes = readers[ext](path)
     if not any(n.pitch is not None for n in notes):
         raise SynthesisError(f"score {path} has no pitched note; give notes with lyrics.")
+    return notes
+
+
+def check_score(score: str | Sequence[Note], where: str = "the score") -> list[Note]:
+    """The notes of a score (a path, read with :func:`read_score`, or notes), checked to fit one
+    synthesis: SynthesisError naming the score when it lasts longer than the largest frame
+    bucket or has more phonemes than the largest token bucket (split the song then)."""
+    if isinstance(score, str | os.PathLike):
+        where, notes = str(score), read_score(os.fspath(score))
+    else:
+        notes = list(score)
+    if not any(n.pitch is not None for n in notes):
+        raise SynthesisError(f"{where} has no pitched note; give notes with lyrics.")
+    for i, n in enumerate(notes):
+        if not (math.isfinite(n.seconds) and n.seconds >= 0):
+            raise SynthesisError(f"{where}: note {i} lasts {n.seconds} s; fix the score.")
+        if n.pitch is not None and not (math.isfinite(n.pitch) and 0 <= n.pitch <= 127):
+            raise SynthesisError(f"{where}: note {i} has pitch {n.pitch}, not a MIDI note number "
+                                 "in 0..127; fix the score.")  # fmt: skip
+    tokens, durations, _ = score_to_inputs(notes)
+    frames = int(durations.sum())
+    if frames > FRAME_BUCKETS[-1]:
+        seconds, limit = frames / FRAMES_PER_SECOND, FRAME_BUCKETS[-1] / FRAMES_PER_SECOND
+        raise SynthesisError(
+            f"{where} lasts {seconds:.1f} s; one call sings at most {limit:.1f} s, so split the "
+            "song into shorter parts."
+        )
+    if len(tokens) > TOKEN_BUCKETS[-1]:
+        raise SynthesisError(
+            f"{where} has {len(tokens)} phonemes; one call sings at most {TOKEN_BUCKETS[-1]}, so "
+            "split the song into shorter parts."
+        )
     return notes
 
 
@@ -287,7 +356,7 @@ def sing(
     ``options`` go to :meth:`Synthesizer.synthesize` (``sampler``, ``seed``, ``pitch_shift``...);
     the score sets the phonemes, their durations and the F0 contour.
     """
-    notes = read_score(score) if isinstance(score, str) else list(score)
+    notes = check_score(score)
     tokens, durations, f0 = score_to_inputs(notes)
     return synth.synthesize(
         phonemes=tokens, prompt_audio=prompt_audio, durations=durations,

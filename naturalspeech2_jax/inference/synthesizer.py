@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ import numpy as np
 from etils import epath
 
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
-from naturalspeech2_jax.audio.io import load_audio, normalize_loudness, resample
+from naturalspeech2_jax.audio.io import AudioError, load_audio, normalize_loudness, resample
 from naturalspeech2_jax.diffusion import losses as L
 from naturalspeech2_jax.inference.codec import Codec
 from naturalspeech2_jax.models.ns2 import abstract_model, predict_durations_jit
@@ -176,6 +177,78 @@ def hz_to_log_f0(f0: np.ndarray) -> np.ndarray:
     return log_f0.astype(np.float32)
 
 
+# ------------------------------------------------------------------------------------ prompts
+CLIPPED_SHARE = 0.01  # more samples than this at full scale: the prompt is called clipped
+
+
+def _waveform(x: Any, sample_rate: Any, name: str, max_seconds: float | None) -> np.ndarray:
+    """An array given as audio -> float32 mono 16 kHz (its first ``max_seconds``), checked."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiub" or arr.size == 0:
+        raise SynthesisError(f"{name} is not a waveform ({arr.dtype} array of shape {arr.shape}); "
+                             "pass a path or a non-empty array of samples.")  # fmt: skip
+    if not (isinstance(sample_rate, int | np.integer) and sample_rate > 0):
+        raise SynthesisError(f"the prompt's sample rate must be a positive integer, got "
+                             f"{sample_rate!r}; pass e.g. 16000.")  # fmt: skip
+    if arr.ndim == 2 and arr.shape[1] <= 8 < arr.shape[0]:  # [samples, channels]
+        arr = arr.mean(axis=1)
+    arr = arr.astype(np.float32).reshape(-1)
+    if max_seconds is not None:
+        arr = arr[: int(math.ceil(max_seconds * sample_rate))]
+    if not np.all(np.isfinite(arr)):
+        raise SynthesisError(f"{name} holds NaN or infinite samples; pass finite audio.")
+    return resample(tame_huge_samples(arr), int(sample_rate), SAMPLE_RATE)
+
+
+def tame_huge_samples(wav: np.ndarray) -> np.ndarray:
+    """Samples far beyond full scale (a float file in another unit) scaled to a peak of 1, so
+    that resampling and features cannot overflow; the prompt's level is normalised anyway."""
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    return wav / np.float32(peak) if peak > 1e3 else wav
+
+
+def read_prompt(
+    prompt: Any, max_seconds: float | None, sample_rate: int = SAMPLE_RATE
+) -> tuple[np.ndarray, float, str]:
+    """``(wav, seconds, name)``: the first ``max_seconds`` of a prompt (a path, read no further,
+    or an array at ``sample_rate``) as 16 kHz float32, its whole length and its name for
+    messages. SynthesisError (one sentence naming it) when it is missing, not audio, NaN or
+    infinite, shorter than ``MIN_PROMPT_SECONDS`` or silent; a clipped prompt is used with a
+    warning; far-too-large sample values are scaled down."""
+    if isinstance(prompt, str | os.PathLike):
+        name = str(prompt)
+        if epath.Path(prompt).is_dir():
+            raise SynthesisError(f"prompt {name} is a folder; pass a recording (a .wav file).")
+        try:
+            wav = load_audio(prompt, end=max_seconds)
+            import soundfile
+
+            seconds = float(soundfile.info(str(prompt)).duration)
+        except AudioError as e:
+            raise SynthesisError(str(e)) from None
+    else:
+        if prompt is None:
+            raise SynthesisError("no prompt audio; pass a recording of the target voice.")
+        name = "the prompt"
+        seconds = np.asarray(prompt).size / max(float(sample_rate), 1.0)
+        wav = _waveform(prompt, sample_rate, name, max_seconds)
+    used = len(wav) / SAMPLE_RATE
+    if used < MIN_PROMPT_SECONDS:
+        raise SynthesisError(
+            f"{name} lasts {used:.2f} s; pass at least {MIN_PROMPT_SECONDS:.0f} s of speech "
+            "(3 s works best)."
+        )
+    if float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) < 1e-4 or np.abs(wav).max() < 1e-3:
+        where = "" if seconds <= used + 1e-3 else f" in its first {used:.1f} s"
+        raise SynthesisError(f"{name} is silent{where}; pass a recording of the target voice.")
+    peak = float(np.abs(wav).max())
+    clipped = float(np.mean(np.abs(wav) >= 0.999 * peak)) if peak >= 0.99 else 0.0
+    if clipped > CLIPPED_SHARE:
+        log.warning("%s is clipped (%.0f%% of its samples at full scale); the voice may come out "
+                    "distorted", name, 100 * clipped)  # fmt: skip
+    return wav, seconds, name
+
+
 # ------------------------------------------------------------------------------------ loading
 def _load_ns2_config(workdir: epath.Path) -> ml_collections.ConfigDict:
     if not workdir.is_dir():
@@ -314,29 +387,13 @@ class Synthesizer:
             ) from None
 
     def load_prompt(self, prompt: Any, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-        """A prompt (path or waveform) as 16 kHz loudness-normalised audio, checked and cropped."""
-        name = "the prompt"
-        if isinstance(prompt, str | epath.Path):
-            name = str(prompt)
-            wav = load_audio(prompt)
-        else:
-            wav = resample(
-                np.asarray(prompt, np.float32).reshape(-1), int(sample_rate), SAMPLE_RATE
-            )
-        seconds = len(wav) / SAMPLE_RATE
-        if seconds < MIN_PROMPT_SECONDS:
-            raise SynthesisError(
-                f"{name} lasts {seconds:.2f} s; pass at least {MIN_PROMPT_SECONDS:.0f} s of speech "
-                "(3 s works best)."
-            )
-        if float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) < 1e-4 or np.abs(wav).max() < 1e-3:
-            raise SynthesisError(f"{name} is silent; pass a recording of the target voice.")
-        limit = int(self.prompt_frames * HOP_LENGTH)
-        if len(wav) > limit:
+        """A prompt (path or waveform) as 16 kHz loudness-normalised audio, checked and cropped
+        to its first ``max_prompt_seconds`` (see :func:`read_prompt`)."""
+        wav, seconds, name = read_prompt(prompt, self.max_prompt_seconds, sample_rate)
+        if seconds > self.max_prompt_seconds + 1e-3:
             log.warning("%s lasts %.1f s; using its first %.1f s (max_prompt_seconds)", name,
                         seconds, self.max_prompt_seconds)  # fmt: skip
-            wav = wav[:limit]
-        return normalize_loudness(wav)
+        return normalize_loudness(wav[: self.prompt_frames * HOP_LENGTH])
 
     def prompt_latent(self, prompt_wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(latent [prompt_frames, D] padded, mask [prompt_frames]) of a loaded prompt."""

@@ -20,6 +20,7 @@ The output has exactly the source's number of frames.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import jax
@@ -36,7 +37,7 @@ from naturalspeech2_jax.audio import (
     pad_or_trim_to_frames,
     to_pcm16,
 )
-from naturalspeech2_jax.audio.io import load_audio
+from naturalspeech2_jax.audio.io import AudioError, load_audio
 from naturalspeech2_jax.audio.pitch import extract_pitch
 from naturalspeech2_jax.diffusion import losses as L
 from naturalspeech2_jax.diffusion.samplers import ddim_encode
@@ -47,6 +48,7 @@ from naturalspeech2_jax.inference.synthesizer import (
     SynthesisResult,
     Synthesizer,
     bucket,
+    tame_huge_samples,
 )
 from naturalspeech2_jax.models.ns2 import predict_durations_jit
 from naturalspeech2_jax.text.g2p import is_phoneme
@@ -141,6 +143,50 @@ def _source_pitch(wav: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
     return log_f0.astype(np.float32), mean
 
 
+MIN_SOURCE_SECONDS = 0.5
+MAX_SOURCE_SECONDS = FRAME_BUCKETS[-1] * HOP_LENGTH / SAMPLE_RATE  # 25.6 s: the largest bucket
+
+
+def read_source(source_audio: Any) -> np.ndarray:
+    """The source speech (a path, or a 16 kHz waveform) as float32 16 kHz mono, checked:
+    SynthesisError (one sentence naming it and the fix) when it is not audio, NaN or infinite,
+    shorter than 0.5 s, silent, or longer than the largest frame bucket (25.6 s; a longer file is
+    refused after reading only its header)."""
+    if isinstance(source_audio, str | os.PathLike):
+        name = str(source_audio)
+        try:
+            import soundfile
+
+            wav = load_audio(source_audio, end=MAX_SOURCE_SECONDS + 1.0)
+            seconds = float(soundfile.info(name).duration)
+        except (AudioError, RuntimeError, OSError) as e:
+            raise SynthesisError(str(e) if isinstance(e, AudioError) else
+                                 f"source {name} cannot be read ({e}).") from None  # fmt: skip
+    else:
+        name = "the source audio"
+        arr = np.asarray(source_audio)
+        if arr.dtype.kind not in "fiub":
+            raise SynthesisError(f"the source audio is not a waveform ({arr.dtype} array); pass "
+                                 "a path or an array of 16 kHz samples.")  # fmt: skip
+        wav = arr.astype(np.float32).reshape(-1)
+        seconds = len(wav) / SAMPLE_RATE
+        if not np.all(np.isfinite(wav)):
+            raise SynthesisError("the source audio holds NaN or infinite samples; pass finite "
+                                 "audio.")  # fmt: skip
+        wav = tame_huge_samples(wav)
+    if seconds > MAX_SOURCE_SECONDS:
+        raise SynthesisError(
+            f"{name} lasts {seconds:.1f} s; voice conversion takes at most "
+            f"{MAX_SOURCE_SECONDS:.1f} s at once, so cut it into shorter pieces."
+        )
+    if len(wav) < MIN_SOURCE_SECONDS * SAMPLE_RATE:
+        raise SynthesisError(f"{name} lasts {len(wav) / SAMPLE_RATE:.2f} s; pass at least "
+                             f"{MIN_SOURCE_SECONDS} s of speech to convert.")  # fmt: skip
+    if np.abs(wav).max() < 1e-3:
+        raise SynthesisError(f"{name} is silent; pass the speech to convert.")
+    return wav
+
+
 def convert(
     synth: Synthesizer,
     source_audio: Any,
@@ -159,16 +205,13 @@ def convert(
     if text is None and phonemes is None:
         raise SynthesisError("voice conversion needs the source's transcript; pass text=... (or "
                              "phonemes=...).")  # fmt: skip
-    src = load_audio(source_audio) if isinstance(source_audio, str) else np.asarray(
-        source_audio, np.float32).reshape(-1)  # fmt: skip
-    if len(src) < SAMPLE_RATE // 2 or np.abs(src).max() < 1e-3:
-        raise SynthesisError("the source audio is shorter than 0.5 s or silent; pass speech.")
+    src = read_source(source_audio)
     tokens = list(phonemes) if phonemes is not None else synth.phonemize(text)
     ids = synth.encode_tokens(tokens)
+    nt = bucket(len(ids), TOKEN_BUCKETS, "phonemes")
     z_src = synth.codec.latent(synth.codec.encode(src))
     frames = len(z_src)
     nf = bucket(frames, FRAME_BUCKETS, "source frames")
-    nt = bucket(len(ids), TOKEN_BUCKETS, "phonemes")
     src_prompt = synth.prompt_latent(synth.load_prompt(src))
     tgt_wav = synth.load_prompt(target_prompt)
     tgt_prompt = synth.prompt_latent(tgt_wav)
