@@ -29,7 +29,7 @@ SIZES = {
     ),
     # EVALUATION.md speed reference, first row (PyTorch: 44.6M params).
     "bench44m": dict(
-        dim=256, heads=4, enc_layers=4, enc_filter=1024, prompt_layers=4, prompt_filter=1024,
+        dim=256, heads=8, enc_layers=4, enc_filter=1024, prompt_layers=4, prompt_filter=1024,
         pred_layers=12, wn_layers=12, wn_dim=256,
     ),
     # The paper's sizes (408M without the codec; see the module docstring).
@@ -93,6 +93,10 @@ def model_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # extrapolates away from "any speech" towards these phonemes in this voice (VoiceBox,
         # F5-TTS): what a small model needs when its samples drift off the text.
         cond_drop_prob=0.0,
+        # Layer stacks: scanned (one compiled block per stack, compile time independent of
+        # depth) or looped; per-block rematerialisation "none", "dots_saveable" or "full".
+        scan_layers=True,
+        remat="none",
     )
     c.update(SIZES[preset])
     if preset == "smoke":

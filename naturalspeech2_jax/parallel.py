@@ -38,6 +38,8 @@ MESH_AXES = ("data", "fsdp", "model")
 # A convolution's input channels ("conv_in") also go over fsdp: the codec's kernels name no
 # "embed" axis, and without this rule fsdp would leave every codec parameter replicated (a mesh
 # axis is used once per array, so a kernel with both names shards only the first over fsdp).
+# "layers" is the leading axis of a scanned stack (models/scan.py): replicated, so each layer's
+# slice shards like an unscanned layer's parameters.
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
@@ -51,6 +53,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("codebook", None),
     ("length", None),
     ("queries", None),
+    ("layers", None),
 )
 
 log = logging.getLogger(__name__)

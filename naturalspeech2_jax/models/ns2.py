@@ -40,6 +40,7 @@ from flax import nnx
 from naturalspeech2_jax.diffusion import losses as L
 from naturalspeech2_jax.diffusion.samplers import get_sampler
 from naturalspeech2_jax.diffusion.sde import VPSDE
+from naturalspeech2_jax.models import scan as scan_lib
 from naturalspeech2_jax.models.prior import (
     ConvAttnPredictor,
     PhonemeEncoder,
@@ -82,11 +83,18 @@ class NaturalSpeech2(nnx.Module):
         _, _, latent_dim = (int(s) for s in codebooks_shape)
         self.latent_dim = latent_dim
         kernels = tuple(int(k) for k in c.enc_kernels)
+        # Layer stacks: scanned (compile time independent of depth) or looped; remat policy.
+        # A config without the keys (an older run's) gets the defaults: checkpoints written by
+        # looped stacks still load (train/restore.py converts them, models/scan.py).
+        stacks = dict(
+            scan=bool(c.get("scan_layers", True)),
+            remat=scan_lib.check_remat(str(c.get("remat", "none"))),
+        )
         self.phoneme_encoder = PhonemeEncoder(
             c.vocab_size, c.dim, c.heads, c.enc_filter, c.enc_layers, kernels, c.enc_dropout,
-            rngs=rngs,
+            rngs=rngs, **stacks,
         )  # fmt: skip
-        pred = dict(heads=c.heads, attn_every=c.pred_attn_every, dropout=c.pred_dropout)
+        pred = dict(heads=c.heads, attn_every=c.pred_attn_every, dropout=c.pred_dropout, **stacks)
         self.duration_predictor = ConvAttnPredictor(
             c.dim, c.pred_layers, c.dur_kernel, rngs=rngs, **pred
         )
@@ -96,7 +104,7 @@ class NaturalSpeech2(nnx.Module):
         self.pitch_embedding = PitchEmbedding(c.dim, c.pitch_bins, c.f0_min, c.f0_max, rngs=rngs)
         self.prompt_encoder = PromptEncoder(
             latent_dim, c.dim, c.heads, c.prompt_filter, c.prompt_layers, kernels, c.enc_dropout,
-            rngs=rngs,
+            rngs=rngs, **stacks,
         )  # fmt: skip
         self.query_attention = QueryAttention(c.num_queries, c.dim, c.heads, rngs=rngs)
         self.denoiser = WaveNetDenoiser(
@@ -112,6 +120,7 @@ class NaturalSpeech2(nnx.Module):
             query_dim=c.dim,
             dropout=c.wn_dropout,
             rngs=rngs,
+            **stacks,
         )
         # Static hyper-parameters (hashable Python values: they live in the graphdef).
         self.sde = VPSDE(float(c.beta_min), float(c.beta_max))
@@ -130,6 +139,11 @@ class NaturalSpeech2(nnx.Module):
         self.cond_drop_prob = float(c.get("cond_drop_prob", 0.0))
 
     # ----------------------------------------------------------------------------------- helpers
+    def checkpoint_layouts(self) -> list:
+        """(to_saved, from_saved) conversions of ``train/restore.py`` for a checkpoint written
+        with the other stack layout (looped when this model is scanned, and the reverse)."""
+        return scan_lib.checkpoint_layouts(self)
+
     def _dtype(self) -> Any:
         """Compute dtype = dtype of the (possibly cast) parameters."""
         return self.phoneme_encoder.embed.embedding[...].dtype
@@ -205,10 +219,13 @@ class NaturalSpeech2(nnx.Module):
         z0_hat = z0_hat.astype(jnp.float32)
 
         data, score = L.diffusion_terms(z0_hat, z0, t, fm, self.sde, self.score_weight_cap)
-        z_ce, codes_ce, m_ce = L.sample_frames(
-            k_ce, self.ce_rvq_frames, L.denormalize(z0_hat, stats), cut["codes"], fm
-        )
-        ce = L.ce_rvq_loss(z_ce, codes_ce, codebooks, m_ce)
+        if self.weights[2]:
+            z_ce, codes_ce, m_ce = L.sample_frames(
+                k_ce, self.ce_rvq_frames, L.denormalize(z0_hat, stats), cut["codes"], fm
+            )
+            ce = L.ce_rvq_loss(z_ce, codes_ce, codebooks, m_ce)
+        else:  # weight 0 (a static float): no distances to all codebooks, in either pass
+            ce = jnp.zeros((), jnp.float32)
         dur = L.duration_loss(log_dur, cut["durations"], tm)
         pitch = L.pitch_loss(log_f0_hat, cut["log_f0"], fm)
         w = self.weights
@@ -318,7 +335,7 @@ class NaturalSpeech2(nnx.Module):
         if self.cond_drop_prob > 0:  # unconditional = no phonemes, no pitch, no prompt
             cache_u = self.denoiser.prepare(jnp.zeros_like(cond), fm, q_u)
         else:  # unconditional = no prompt
-            cache_u = dict(cache, kv=[f.attn.project_kv(q_u) for f in self.denoiser.films])
+            cache_u = dict(cache, kv=self.denoiser.prepare_kv(q_u))
         return cache, cache_u, log_f0, fm
 
     def x0_fns(self, cache: dict, cache_u: dict, fm: jax.Array):

@@ -15,11 +15,15 @@ domain, which treats long and short phonemes alike); the pitch predictor outputs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from naturalspeech2_jax.models import scan as scan_lib
 from naturalspeech2_jax.models.transformer import (
     MultiHeadAttention,
     TransformerEncoder,
@@ -55,11 +59,64 @@ class PhonemeEncoder(nnx.Module):
         return self.encoder(x, token_mask, rngs=rngs)
 
 
+class PredictorBlock(nnx.Module):
+    """``len(convs)`` residual convs, then (with ``attn``) a residual attention to the prompt.
+
+    Paper order conv -> ReLU -> LayerNorm -> dropout, each wrapped in a residual (pre-norm for
+    the attention). The repeated unit of ``ConvAttnPredictor``.
+    """
+
+    def __init__(
+        self,
+        convs: Sequence[nnx.Conv],
+        conv_norms: Sequence[nnx.LayerNorm],
+        attn: MultiHeadAttention | None,
+        attn_norm: nnx.LayerNorm | None,
+        dropout: float,
+    ):
+        self.convs, self.conv_norms = nnx.List(convs), nnx.List(conv_norms)
+        self.attn, self.attn_norm = attn, attn_norm
+        self.dropout = nnx.Dropout(dropout)
+
+    @classmethod
+    def create(
+        cls, dim: int, convs: int, kernel: int, heads: int, attn: bool, dropout: float, rngs
+    ) -> PredictorBlock:
+        return cls(
+            [conv1d(dim, dim, kernel, rngs) for _ in range(convs)],
+            [layer_norm(dim, rngs) for _ in range(convs)],
+            MultiHeadAttention(dim, heads, dropout=0.0, rngs=rngs) if attn else None,
+            layer_norm(dim, rngs) if attn else None,
+            dropout,
+        )
+
+    def __call__(
+        self,
+        x: jax.Array,
+        m: jax.Array,
+        prompt: jax.Array,
+        prompt_mask: jax.Array,
+        *,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
+        for conv, norm in zip(self.convs, self.conv_norms, strict=True):
+            h = ln(norm, jax.nn.relu(conv(x)))
+            x = (x + self.dropout(h, deterministic=rngs is None, rngs=rngs)) * m
+        if self.attn is not None:
+            h = ln(self.attn_norm, x)
+            x = (x + self.attn(h, prompt, prompt_mask, rngs=rngs)) * m
+        return x
+
+
 class ConvAttnPredictor(nnx.Module):
     """Conv stack with prompt cross-attention after every ``attn_every`` convs -> scalar per step.
 
     Input hiddens [B, L, dim] (tokens for durations, frames for pitch), prompt encoding [B, P, dim].
-    Output [B, L] (masked to 0 on padding).
+    Output [B, L] (masked to 0 on padding). The stack is ``layers // attn_every`` blocks of
+    ``attn_every`` convs and one attention (``PredictorBlock``), plus a tail of the remaining
+    convs. ``scan``: the blocks are one stacked module (``blocks``, ``tail``) applied by
+    ``jax.lax.scan``, else the per-layer lists ``convs``, ``conv_norms``, ``attns`` and
+    ``attn_norms`` looped over; ``remat``: "none", "dots_saveable" or "full" (``scan.py``).
     """
 
     def __init__(
@@ -71,19 +128,68 @@ class ConvAttnPredictor(nnx.Module):
         attn_every: int = 3,
         dropout: float = 0.5,
         *,
+        scan: bool = True,
+        remat: str = "none",
         rngs: nnx.Rngs,
     ):
-        self.attn_every = attn_every
-        self.convs = nnx.List([conv1d(dim, dim, kernel, rngs) for _ in range(layers)])
-        self.conv_norms = nnx.List([layer_norm(dim, rngs) for _ in range(layers)])
-        n_attn = layers // attn_every if attn_every > 0 else 0
-        self.attns = nnx.List(
-            [MultiHeadAttention(dim, heads, dropout=0.0, rngs=rngs) for _ in range(n_attn)]
-        )
-        self.attn_norms = nnx.List([layer_norm(dim, rngs) for _ in range(n_attn)])
+        self.attn_every, self.n_layers, self.dropout_rate = attn_every, layers, dropout
+        self.period = attn_every if attn_every > 0 else 1
+        self.n_blocks, self.n_tail = divmod(layers, self.period)
+        self.scan, self.remat = bool(scan and self.n_blocks), scan_lib.check_remat(remat)
+        has_attn = attn_every > 0
+        if self.scan:
+            self.blocks = scan_lib.stack(
+                lambda r: PredictorBlock.create(dim, self.period, kernel, heads, has_attn,
+                                                dropout, r),
+                self.n_blocks, rngs,
+            )  # fmt: skip
+            self.tail = (
+                PredictorBlock.create(dim, self.n_tail, kernel, heads, False, dropout, rngs)
+                if self.n_tail
+                else None
+            )
+        else:
+            self.convs = nnx.List([conv1d(dim, dim, kernel, rngs) for _ in range(layers)])
+            self.conv_norms = nnx.List([layer_norm(dim, rngs) for _ in range(layers)])
+            n_attn = self.n_blocks if has_attn else 0
+            self.attns = nnx.List(
+                [MultiHeadAttention(dim, heads, dropout=0.0, rngs=rngs) for _ in range(n_attn)]
+            )
+            self.attn_norms = nnx.List([layer_norm(dim, rngs) for _ in range(n_attn)])
         self.out_norm = layer_norm(dim, rngs)
         self.out = dense(dim, 1, ("embed", None), rngs)
-        self.dropout = nnx.Dropout(dropout)
+
+    def layout(self) -> list:
+        """Stacked ``blocks``/``tail`` <-> the unrolled per-layer lists (``scan.py``)."""
+        if not self.n_blocks:
+            return []
+        p, n = self.period, self.n_blocks
+        out: list = []
+        for i in range(p):
+            for name in ("convs", "conv_norms"):
+                out.append((("blocks", name, i), [(name, r * p + i) for r in range(n)]))
+        if self.attn_every > 0:
+            out.append((("blocks", "attn"), [("attns", r) for r in range(n)]))
+            out.append((("blocks", "attn_norm"), [("attn_norms", r) for r in range(n)]))
+        for i in range(self.n_tail):
+            for name in ("convs", "conv_norms"):
+                out.append((("tail", name, i), (name, n * p + i)))
+        return out
+
+    def _stack(self) -> tuple[Any, PredictorBlock | None]:
+        """(the repeated blocks: stacked or a list, the tail block or None)."""
+        if self.scan:
+            return self.blocks, self.tail
+        p, n = self.period, self.n_blocks
+        convs, norms = list(self.convs), list(self.conv_norms)
+
+        def block(lo: int, hi: int, r: int | None) -> PredictorBlock:
+            attn = None if r is None or not len(self.attns) else self.attns[r]
+            attn_norm = None if attn is None else self.attn_norms[r]
+            return PredictorBlock(convs[lo:hi], norms[lo:hi], attn, attn_norm, self.dropout_rate)
+
+        blocks = [block(r * p, (r + 1) * p, r) for r in range(n)]
+        return blocks, block(n * p, n * p + self.n_tail, None) if self.n_tail else None
 
     def __call__(
         self,
@@ -95,17 +201,14 @@ class ConvAttnPredictor(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
         m = mask[..., None].astype(x.dtype)
-        det = rngs is None
-        x = x * m
-        for i, (conv, norm) in enumerate(zip(self.convs, self.conv_norms, strict=True)):
-            # Paper order conv -> ReLU -> LayerNorm -> dropout, wrapped in a residual.
-            h = ln(norm, jax.nn.relu(conv(x)))
-            x = (x + self.dropout(h, deterministic=det, rngs=rngs)) * m
-            if self.attn_every and (i + 1) % self.attn_every == 0:
-                j = (i + 1) // self.attn_every - 1
-                if j < len(self.attns):
-                    h = ln(self.attn_norms[j], x)
-                    x = (x + self.attns[j](h, prompt, prompt_mask, rngs=rngs)) * m
+
+        def body(block: PredictorBlock, x: jax.Array, _, r: nnx.Rngs | None):
+            return block(x, m, prompt, prompt_mask, rngs=r), None
+
+        blocks, tail = self._stack()
+        x, _ = scan_lib.run(body, x * m, blocks, rngs=rngs, remat=self.remat)
+        if tail is not None:
+            x, _ = scan_lib.run(body, x, [tail], rngs=rngs, remat=self.remat)
         y = self.out(ln(self.out_norm, x))[..., 0]
         return y.astype(jnp.float32) * mask
 

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from naturalspeech2_jax.models import scan as scan_lib
+
 # Imported for its side effect: variables carry logical axis names as metadata only (the loop places
 # the state on the mesh), so creating a model needs no mesh context.
 from naturalspeech2_jax.parallel import ACT_EMBED, ACT_HEADS, ACT_MLP, constrain
@@ -242,7 +244,11 @@ class EncoderLayer(nnx.Module):
 
 
 class TransformerEncoder(nnx.Module):
-    """A stack of ``EncoderLayer`` with sinusoidal positions and a final LayerNorm."""
+    """A stack of ``EncoderLayer`` with sinusoidal positions and a final LayerNorm.
+
+    ``scan``: the layers are one stacked module applied by ``jax.lax.scan`` (``scan.py``), else
+    ``layers/0``, ``layers/1``, ... looped over; ``remat``: "none", "dots_saveable" or "full".
+    """
 
     def __init__(
         self,
@@ -253,20 +259,32 @@ class TransformerEncoder(nnx.Module):
         kernels: Sequence[int] = (9, 1),
         dropout: float = 0.0,
         *,
+        scan: bool = True,
+        remat: str = "none",
         rngs: nnx.Rngs,
     ):
-        self.dim = dim
-        self.layers = nnx.List(
-            [
-                EncoderLayer(dim, heads, filter_size, kernels, dropout, rngs=rngs)
-                for _ in range(layers)
-            ]
-        )
+        self.dim, self.n_layers = dim, layers
+        self.scan, self.remat = bool(scan and layers > 0), scan_lib.check_remat(remat)
+
+        def make(r: nnx.Rngs) -> EncoderLayer:
+            return EncoderLayer(dim, heads, filter_size, kernels, dropout, rngs=r)
+
+        if self.scan:
+            self.layers = scan_lib.stack(make, layers, rngs)
+        else:
+            self.layers = nnx.List([make(rngs) for _ in range(layers)])
         self.norm = layer_norm(dim, rngs)
+
+    def layout(self) -> list:
+        """Stacked ``layers/<leaf>`` [n, ...] <-> unrolled ``layers/<i>/<leaf>`` (``scan.py``)."""
+        return [(("layers",), [("layers", i) for i in range(self.n_layers)])]
 
     def __call__(self, x: jax.Array, mask: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         x = x + sinusoidal_positions(x.shape[1], self.dim, x.dtype)[None]
         x = constrain(x * mask[..., None].astype(x.dtype), ACT_EMBED)
-        for layer in self.layers:
-            x = layer(x, mask, rngs=rngs)
+
+        def body(layer: EncoderLayer, x: jax.Array, _, r: nnx.Rngs | None):
+            return layer(x, mask, rngs=r), None
+
+        x, _ = scan_lib.run(body, x, self.layers, rngs=rngs, remat=self.remat)
         return ln(self.norm, x) * mask[..., None].astype(x.dtype)

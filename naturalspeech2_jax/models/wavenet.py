@@ -18,12 +18,16 @@ which also lets each layer see the neighbouring frames of the prior's hiddens. S
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from naturalspeech2_jax.models import scan as scan_lib
 from naturalspeech2_jax.models.transformer import (
     MultiHeadAttention,
     conv1d,
@@ -117,8 +121,78 @@ class FiLMAttention(nnx.Module):
         return (x * (1.0 + gamma) + beta) * m
 
 
+def _dilation(position: int, cycle: int) -> int:
+    return 2 ** (position % cycle) if cycle > 0 else 1
+
+
+class WaveNetBlock(nnx.Module):
+    """Consecutive WaveNet layers and the FiLM block after every ``film_every``-th of them.
+
+    The repeated unit of ``WaveNetDenoiser``: lcm(dilation cycle, FiLM period) layers, so that
+    layer ``p`` of every block has the same dilation and the same FiLM position.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[WaveNetLayer],
+        films: Sequence[FiLMAttention],
+        film_every: int,
+    ):
+        self.layers, self.films, self.film_every = nnx.List(layers), nnx.List(films), film_every
+
+    @classmethod
+    def create(cls, n: int, dim: int, cond_dim: int, *, kernel: int, dilation_cycle: int,
+               cond_kernel: int, film_every: int, heads: int, query_dim: int | None,
+               dropout: float, rngs: nnx.Rngs) -> WaveNetBlock:  # fmt: skip
+        """``n`` layers (dilations from position 0 of the cycle) and their FiLM blocks."""
+        layers = [
+            WaveNetLayer(dim, cond_dim, kernel, _dilation(p, dilation_cycle), cond_kernel,
+                         dropout, rngs=rngs)
+            for p in range(n)
+        ]  # fmt: skip
+        n_film = n // film_every if film_every > 0 else 0
+        films = [FiLMAttention(dim, heads, kv_dim=query_dim, rngs=rngs) for _ in range(n_film)]
+        return cls(layers, films, film_every)
+
+    def prepare_cond(self, c: jax.Array) -> tuple[jax.Array, ...]:
+        """Each layer's condition projection [B, T, 2 dim] of the masked condition ``c``."""
+        return tuple(layer.cond(c) for layer in self.layers)
+
+    def prepare_kv(self, queries: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
+        """Each FiLM block's keys and values of the prompt query outputs."""
+        return tuple(film.attn.project_kv(queries) for film in self.films)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        skips: jax.Array,
+        temb: jax.Array,
+        conds: Sequence[jax.Array],
+        kvs: Sequence[tuple[jax.Array, jax.Array]],
+        query_mask: jax.Array | None,
+        m: jax.Array,
+        *,
+        rngs: nnx.Rngs | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        for p, layer in enumerate(self.layers):
+            x, skip = layer(x, temb, conds[p], m, rngs=rngs)
+            skips = skips + skip
+            if self.film_every and (p + 1) % self.film_every == 0:
+                j = (p + 1) // self.film_every - 1
+                k, v = kvs[j]
+                x = self.films[j](x, k, v, query_mask, m)
+        return x, skips
+
+
 class WaveNetDenoiser(nnx.Module):
-    """(z_t [B, T, latent], t [B], condition [B, T, cond_dim], queries [B, m, dim]) -> z0_hat."""
+    """(z_t [B, T, latent], t [B], condition [B, T, cond_dim], queries [B, m, dim]) -> z0_hat.
+
+    The layers are ``layers // P`` blocks of P = lcm(dilation_cycle, film_every) layers
+    (``WaveNetBlock``) and a tail block of the remaining ``layers % P``. ``scan``: the blocks are
+    one stacked module (``blocks``, ``tail``) applied by ``jax.lax.scan``, else the per-layer
+    lists ``layers`` and ``films`` looped over (with fewer than P layers there is nothing to
+    scan: the lists); ``remat``: "none", "dots_saveable" or "full" (``scan.py``).
+    """
 
     def __init__(
         self,
@@ -134,34 +208,80 @@ class WaveNetDenoiser(nnx.Module):
         heads: int = 8,
         query_dim: int | None = None,
         dropout: float = 0.2,
+        scan: bool = True,
+        remat: str = "none",
         rngs: nnx.Rngs,
     ):
-        self.dim, self.film_every = dim, film_every
+        self.dim, self.film_every, self.n_layers = dim, film_every, layers
+        self.period = math.lcm(max(dilation_cycle, 1), max(film_every, 1))
+        self.n_blocks, self.n_tail = divmod(layers, self.period)
+        self.scan, self.remat = bool(scan and self.n_blocks), scan_lib.check_remat(remat)
         self.in_proj = dense(latent_dim, dim, ("conv_in", "embed"), rngs)
         self.time_in = dense(dim, 4 * dim, ("embed", "mlp"), rngs)
         self.time_out = dense(4 * dim, dim, ("mlp", "embed"), rngs)
-        self.layers = nnx.List(
-            [
-                WaveNetLayer(
-                    dim,
-                    cond_dim,
-                    kernel,
-                    2 ** (i % dilation_cycle) if dilation_cycle > 0 else 1,
-                    cond_kernel,
-                    dropout,
-                    rngs=rngs,
-                )
+        block = functools.partial(
+            WaveNetBlock.create, dim=dim, cond_dim=cond_dim, kernel=kernel,
+            dilation_cycle=dilation_cycle, cond_kernel=cond_kernel, film_every=film_every,
+            heads=heads, query_dim=query_dim, dropout=dropout,
+        )  # fmt: skip
+        if self.scan:
+            self.blocks = scan_lib.stack(lambda r: block(self.period, rngs=r), self.n_blocks, rngs)
+            self.tail = block(self.n_tail, rngs=rngs) if self.n_tail else None
+        else:
+            self.layers = nnx.List([
+                WaveNetLayer(dim, cond_dim, kernel, _dilation(i, dilation_cycle), cond_kernel,
+                             dropout, rngs=rngs)
                 for i in range(layers)
-            ]
-        )
-        n_film = layers // film_every if film_every > 0 else 0
-        self.films = nnx.List(
-            [FiLMAttention(dim, heads, kv_dim=query_dim, rngs=rngs) for _ in range(n_film)]
-        )
+            ])  # fmt: skip
+            n_film = layers // film_every if film_every > 0 else 0
+            self.films = nnx.List(
+                [FiLMAttention(dim, heads, kv_dim=query_dim, rngs=rngs) for _ in range(n_film)]
+            )
         self.skip_proj = dense(dim, dim, ("embed", "mlp"), rngs)
         self.out = dense(
             dim, latent_dim, ("mlp", "conv_in"), rngs, kernel_init=jax.nn.initializers.zeros
         )
+
+    @property
+    def films_per_block(self) -> int:
+        return self.period // self.film_every if self.film_every > 0 else 0
+
+    def layout(self) -> list:
+        """Stacked ``blocks``/``tail`` <-> the unrolled ``layers``/``films`` (``scan.py``)."""
+        if not self.n_blocks:
+            return []
+        p, n, f = self.period, self.n_blocks, self.films_per_block
+        out: list = [(("blocks", "layers", i), [("layers", r * p + i) for r in range(n)])
+                     for i in range(p)]  # fmt: skip
+        out += [(("blocks", "films", j), [("films", r * f + j) for r in range(n)])
+                for j in range(f)]  # fmt: skip
+        out += [(("tail", "layers", i), ("layers", n * p + i)) for i in range(self.n_tail)]
+        tail_films = self.n_tail // self.film_every if self.film_every > 0 else 0
+        out += [(("tail", "films", j), ("films", n * f + j)) for j in range(tail_films)]
+        return out
+
+    def _stack(self) -> tuple[Any, WaveNetBlock | None]:
+        """(the repeated blocks: stacked or a list, the tail block or None)."""
+        if self.scan:
+            return self.blocks, self.tail
+        p, n, f = self.period, self.n_blocks, self.films_per_block
+        layers, films = list(self.layers), list(self.films)
+        blocks = [
+            WaveNetBlock(layers[r * p : (r + 1) * p], films[r * f : (r + 1) * f], self.film_every)
+            for r in range(n)
+        ]
+        tail = WaveNetBlock(layers[n * p :], films[n * f :], self.film_every)
+        return blocks, tail if self.n_tail else None
+
+    def _per_block(self, fn) -> tuple[Any, Any]:
+        """(``fn`` of every repeated block: stacked or a list, ``fn`` of the tail or None)."""
+        blocks, tail = self._stack()
+        _, ys = scan_lib.run(lambda b, c, x, r: (c, fn(b)), None, blocks)
+        return ys, None if tail is None else fn(tail)
+
+    def prepare_kv(self, queries: jax.Array) -> tuple[Any, Any]:
+        """The FiLM keys/values of every block (the ``kv`` of a ``prepare`` cache)."""
+        return self._per_block(lambda b: b.prepare_kv(queries))
 
     def prepare(
         self,
@@ -170,11 +290,12 @@ class WaveNetDenoiser(nnx.Module):
         queries: jax.Array,
         query_mask: jax.Array | None = None,
     ) -> dict:
-        """Everything independent of (z_t, t): per-layer condition projections, FiLM keys/values."""
+        """Everything independent of (z_t, t): per-layer condition projections, FiLM keys/values
+        (stacked along a leading block axis when scanned)."""
         c = cond * mask[..., None].astype(cond.dtype)
         return {
-            "cond": [layer.cond(c) for layer in self.layers],
-            "kv": [film.attn.project_kv(queries) for film in self.films],
+            "cond": self._per_block(lambda b: b.prepare_cond(c)),
+            "kv": self.prepare_kv(queries),
             "query_mask": query_mask,
         }
 
@@ -192,16 +313,21 @@ class WaveNetDenoiser(nnx.Module):
         x = constrain(self.in_proj(z_t) * m, ACT_EMBED)
         temb = timestep_embedding(t, self.dim).astype(x.dtype)
         temb = self.time_out(jax.nn.silu(self.time_in(temb)))
-        skips = jnp.zeros_like(x)
-        for i, layer in enumerate(self.layers):
-            x, skip = layer(x, temb, cache["cond"][i], m, rngs=rngs)
-            skips = skips + skip
-            if self.film_every and (i + 1) % self.film_every == 0:
-                j = (i + 1) // self.film_every - 1
-                if j < len(self.films):
-                    k, v = cache["kv"][j]
-                    x = self.films[j](x, k, v, cache["query_mask"], m)
-        h = jax.nn.relu(skips / math.sqrt(len(self.layers)))
+        query_mask = cache["query_mask"]
+
+        def body(block: WaveNetBlock, carry, xs, r: nnx.Rngs | None):
+            conds, kvs = xs
+            return block(*carry, temb, conds, kvs, query_mask, m, rngs=r), None
+
+        (cond, tail_cond), (kv, tail_kv) = cache["cond"], cache["kv"]
+        blocks, tail = self._stack()
+        carry = (x, jnp.zeros_like(x))
+        xs = scan_lib.zip_xs(cond, kv)
+        carry, _ = scan_lib.run(body, carry, blocks, xs, rngs=rngs, remat=self.remat)
+        if tail is not None:
+            xs = [(tail_cond, tail_kv)]
+            carry, _ = scan_lib.run(body, carry, [tail], xs, rngs=rngs, remat=self.remat)
+        h = jax.nn.relu(carry[1] / math.sqrt(self.n_layers))
         h = jax.nn.relu(self.skip_proj(h))
         return self.out(h) * m
 

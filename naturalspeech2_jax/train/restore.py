@@ -13,7 +13,10 @@ train step. ``restore_params`` reads only the subtrees it needs from the Orbax c
 A checkpoint's ``state`` item is the ``TrainState`` pytree: ``params/<group>/<path>/value``,
 ``ema/<group>/<path>/value`` (or ``ema: None``) and ``rest/<path>/value``, where ``<path>`` is the
 variable's path in the trained model and ``<group>`` its parameter group. A model that is a part
-of the trained one (the codec inside the codec GAN) names that part with ``prefix``.
+of the trained one (the codec inside the codec GAN) names that part with ``prefix``. A model whose
+variables can live under another layout names the conversions with ``checkpoint_layouts()``
+(NaturalSpeech 2: layer stacks looped, ``layers/0/...``, or scanned, one stacked ``layers/...``),
+and a checkpoint written in that other layout is converted as it is read.
 """
 
 from __future__ import annotations
@@ -93,6 +96,50 @@ def _set(tree: dict, path: Sequence[str], value: Any) -> None:
     tree[path[-1]] = value
 
 
+def _plan(
+    target: dict,
+    saved: Any,
+    source: str,
+    groups: Sequence[str],
+    prefix: Sequence[str],
+    path: epath.Path,
+    workdir: Any,
+    sharding: jax.sharding.Sharding,
+) -> tuple[dict, list[tuple[str, tuple, tuple[str, ...]]]]:
+    """(restore item, [(kind, model path, checkpoint path)]) of the nested dicts ``target``
+    ({"param": ..., "rest": ...}) in the saved tree; RestoreError naming the first misfit."""
+    item: dict = {}
+    where: list[tuple[str, tuple, tuple[str, ...]]] = []  # (kind, model path, checkpoint path)
+    for kind in ("param", "rest"):
+        for p, leaf in jax.tree_util.tree_flatten_with_path(target[kind])[0]:
+            mpath = tuple(_key(k) for k in p)
+            name = "/".join(str(k) for k in mpath)
+            tail = (*prefix, *(str(k) for k in mpath), "value")
+            if kind == "param":
+                found = [g for g in groups if _node(saved, (source, g, *tail)) is not None]
+                if len(found) != 1:
+                    how = "in several parameter groups of" if found else "missing from"
+                    raise RestoreError(
+                        f"parameter {name} is {how} {path}; is {workdir} a run of this model?"
+                    )
+                cpath = (source, found[0], *tail)
+            else:
+                cpath = ("rest", *tail)
+                if _node(saved, cpath) is None:
+                    raise RestoreError(
+                        f"variable {name} is missing from {path}; is {workdir} a run of this model?"
+                    )
+            meta = _node(saved, cpath)
+            if tuple(meta.shape) != tuple(leaf.shape):
+                raise RestoreError(
+                    f"{name} has shape {tuple(meta.shape)} in {path} but "
+                    f"{tuple(leaf.shape)} in the model; build the model with the run's config."
+                )
+            _set(item, cpath, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding))
+            where.append((kind, mpath, cpath))
+    return item, where
+
+
 def restore_params(
     workdir: str | os.PathLike,
     model: nnx.Module,
@@ -121,43 +168,33 @@ def restore_params(
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    item: dict = {}
-    where: list[tuple[str, tuple, tuple[str, ...]]] = []  # (kind, model path, checkpoint path)
-    for kind, state in (("param", params), ("rest", rest)):
-        for p, leaf in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]:
-            mpath = tuple(_key(k) for k in p)
-            name = "/".join(str(k) for k in mpath)
-            tail = (*prefix, *(str(k) for k in mpath), "value")
-            if kind == "param":
-                found = [g for g in groups if _node(saved, (source, g, *tail)) is not None]
-                if len(found) != 1:
-                    how = "in several parameter groups of" if found else "missing from"
-                    raise RestoreError(
-                        f"parameter {name} is {how} {path}; is {workdir} a run of this model?"
-                    )
-                cpath = (source, found[0], *tail)
-            else:
-                cpath = ("rest", *tail)
-                if _node(saved, cpath) is None:
-                    raise RestoreError(
-                        f"variable {name} is missing from {path}; is {workdir} a run of this model?"
-                    )
-            meta = _node(saved, cpath)
-            if tuple(meta.shape) != tuple(leaf.shape):
-                raise RestoreError(
-                    f"{name} has shape {tuple(meta.shape)} in {path} but "
-                    f"{tuple(leaf.shape)} in the model; build the model with the run's config."
-                )
-            _set(item, cpath, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding))
-            where.append((kind, mpath, cpath))
+    pure = {"param": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest)}
+    # The model's own layout first, then any other layout it converts from: a model may define
+    # ``checkpoint_layouts()``, pairs of pure functions (model tree -> saved tree, saved tree ->
+    # model tree) on nested dicts; NS2 converts between looped and scanned layer stacks.
+    layouts = [(None, None), *getattr(model, "checkpoint_layouts", list)()]
+    errors: list[RestoreError] = []
+    for to_saved, back in layouts:
+        target = pure if to_saved is None else {k: to_saved(v) for k, v in pure.items()}
+        try:
+            item, where = _plan(target, saved, source, groups, prefix, path, workdir, sharding)
+            from_saved = back
+            break
+        except RestoreError as e:
+            errors.append(e)
+    else:
+        raise errors[0]
     restore_args = ocp.checkpoint_utils.construct_restore_args(item)
     restored = ocp.PyTreeCheckpointer().restore(
         path, args=ocp.args.PyTreeRestore(item, restore_args=restore_args, partial_restore=True)
     )
-    pure = {"param": {}, "rest": {}}
+    out: dict = {"param": {}, "rest": {}}
     for kind, mpath, cpath in where:
-        _set(pure[kind], mpath, _node(restored, cpath))
-    nnx.replace_by_pure_dict(params, pure["param"])
-    nnx.replace_by_pure_dict(rest, pure["rest"])
+        _set(out[kind], mpath, _node(restored, cpath))
+    if from_saved is not None:
+        log.info("converted the checkpoint's layout to the model's (e.g. looped -> scanned layers)")
+        out = {k: from_saved(v) for k, v in out.items()}
+    nnx.replace_by_pure_dict(params, out["param"])
+    nnx.replace_by_pure_dict(rest, out["rest"])
     log.info("restored %s weights of %s at step %d", source, workdir, step)
     return nnx.merge(graphdef, params, rest), step

@@ -96,6 +96,7 @@ def test_bench44m_matches_the_speed_reference_sizes():
     assert (c.pred_layers, c.pred_attn_every, c.wn_layers, c.wn_dim, c.num_queries) == (
         12, 3, 12, 256, 32,
     )  # fmt: skip
+    assert c.heads == 8  # the PyTorch reference's
     with pytest.raises(ValueError, match="unknown NS2 model preset"):
         model_config("huge")
 

@@ -63,7 +63,7 @@ def test_module_shapes_masks_and_finiteness():
     assert y.shape == (b, n, d) and not np.asarray(y)[1, 5:].any()
 
     pred = ConvAttnPredictor(d, 6, 3, heads=2, attn_every=3, dropout=0.5, rngs=rngs)
-    assert len(pred.attns) == 2
+    assert pred.n_blocks == 2 and pred.blocks.attn.q.kernel.shape[0] == 2  # scanned
     out = _padding_invariant(lambda a, m: pred(a, m, prompt, pmask), x, mask)
     assert out.shape == (b, n) and np.all(np.isfinite(out))
     # Dropout is active only with rngs, and then differs from the deterministic output.
@@ -88,7 +88,7 @@ def test_module_shapes_masks_and_finiteness():
     assert not np.asarray(att(x, prompt, jnp.zeros_like(pmask))).any()
 
     wn = WaveNetDenoiser(8, d, 6, d, cond_kernel=3, film_every=3, heads=2, rngs=rngs)
-    assert len(wn.films) == 2
+    assert wn.n_blocks == 1 and len(wn.blocks.films) == 2  # one scanned block of lcm(2, 3)
     z = jax.random.normal(jax.random.key(3), (b, n, 8))
     t = jnp.array([0.1, 0.9])
     full = wn(z, t, mask, x, q)

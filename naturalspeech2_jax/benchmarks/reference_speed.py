@@ -1,0 +1,482 @@
+"""NS2 speed at the PyTorch reference's size: the side-by-side of issue 25, reproducible.
+
+    python -m naturalspeech2_jax.benchmarks.reference_speed --out R.json [--steps 10]
+        [--ce_rvq on,off] [--profile DIR] [--no_inference] [--set model.heads=4 ...]
+    python -m naturalspeech2_jax.benchmarks.reference_speed --smoke --out R.json   # tests
+
+What is measured, each CE-RVQ mode in its own process (so peak RSS is that mode's): the project's
+own training step (``train.loop.Trainer``: same init, shardings, donation and optimizer as
+training) on one fixed batch of exactly the reference's shapes (8 utterances x 400 target frames,
+a separate 150-frame prompt, 60 phonemes, fp32): compile time, median and spread of ``--steps``
+timed steps, latent frames/s, XLA's FLOPs per step and FLOP utilisation against a float32 matmul
+measured in the same process, XLA's memory analysis and the process's peak RSS; the loss alone
+(forward) and loss + gradients (forward + backward) as separate programs; then inference at the
+reference's 10 s: one denoiser evaluation at 800 frames and 150 Euler steps (RTF).
+
+Model: ``configs/ns2_model.py:bench44m`` (heads 8) with a 100-phoneme vocabulary, a random 16 x 1024
+x 128 codec (speed does not depend on its weights), fp32, no EMA. CE-RVQ off = ``model.w_ce_rvq=0``
+(the model then skips the codebook distances). ``--profile DIR`` also traces a few steps with
+``jax.profiler`` and writes ``DIR/<mode>/ops.json``: time per HLO instruction, per op kind and per
+source line of this package (from the stack frames XLA keeps), top first. Timings are measurements,
+never pass/fail criteria;
+rerun and give the spread.
+
+Reference (EVALUATION.md, measured 2026-12-06 on this kind of 2-core machine; Amphion's PyTorch
+NS2, eager, torch 2.13 CPU, 2 threads, 44.6M parameters against our 42.9M), kept in ``REFERENCE``
+and printed beside every figure:
+
+| | ours (before issue 25) | PyTorch reference |
+|---|---:|---:|
+| training step, CE-RVQ on (median of 10) | 6.88 s = 465 frames/s | 4.56 s = 701 frames/s |
+| training step, CE-RVQ off | 6.39 s = 501 frames/s | 3.22 s = 993 frames/s |
+| compile of the training step | 256-282 s | none |
+| peak memory while training | 10.5 GiB | 4.0 GiB |
+| one denoiser step at inference, 800 frames | 0.075 s | 0.114 s |
+| 150 Euler steps for 10 s of audio (RTF) | 10.9 s (1.09) | 19.1 s (1.91) |
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REFERENCE = {
+    "source": "EVALUATION.md, 2026-12-06: Amphion PyTorch NS2, eager, torch 2.13 CPU, 2 threads",
+    "params": 44.6e6,
+    "on": {"step_s": 4.56, "frames_per_s": 701},
+    "off": {"step_s": 3.22, "frames_per_s": 993},
+    "peak_memory_gib": 4.0,
+    "denoiser_step_800_s": 0.114,
+    "euler150_10s_s": 19.1,
+}
+BEFORE = {  # ours before issue 25, same table
+    "on": {"step_s": 6.88, "frames_per_s": 465},
+    "off": {"step_s": 6.39, "frames_per_s": 501},
+    "compile_s": "256-282",
+    "peak_memory_gib": 10.5,
+    "denoiser_step_800_s": 0.075,
+    "euler150_10s_s": 10.9,
+}
+MODULE = "naturalspeech2_jax.benchmarks.reference_speed"
+SHAPES = {"batch": 8, "frames": 400, "prompt": 150, "tokens": 60}
+SMOKE_SHAPES = {"batch": 2, "frames": 64, "prompt": 24, "tokens": 12}
+
+
+# ------------------------------------------------------------------------------------ config
+def bench_config(ce_rvq: bool, smoke: bool = False, overrides: list[str] | None = None):
+    """The benchmark's NS2 config (see the module docstring)."""
+    import configs.diffusion as diffusion
+    from configs.common import apply_overrides
+    from configs.ns2_model import model_config
+    from naturalspeech2_jax.tasks import random_codec
+
+    c = diffusion.get_config("smoke" if smoke else "tiny")
+    if not smoke:
+        c.model = model_config("bench44m")
+        c.model.update(vocab_size=100)  # the preset has heads 8
+    c.codec.checkpoint = random_codec.RANDOM_CODEC
+    c.codec.update(num_quantizers=16, codebook_size=1024 if not smoke else 64, latent_dim=128)
+    if smoke:
+        c.codec.latent_dim = 16
+    c.model.w_ce_rvq = c.model.w_ce_rvq if ce_rvq else 0.0
+    c.precision.compute_dtype = "float32"
+    c.ema_decay = 0.0
+    c.num_devices = 1
+    c.async_checkpoints = False
+    c.batch_size = (SMOKE_SHAPES if smoke else SHAPES)["batch"]
+    apply_overrides(c, dict(_parse_override(o) for o in overrides or []))
+    return c
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    """``model.heads=4`` -> ("model.heads", 4): values as JSON where they parse, else strings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"error: --set takes KEY=VALUE (e.g. model.heads=4), got {text!r}.")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def synthetic_batch(config, shapes: dict[str, int], seed: int = 0) -> dict:
+    """Host arrays of the reference's shapes: every utterance fills its frames and tokens, the
+    durations sum to the frames, and the prompt comes separately (no cut from the target)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    b, t, p, n = shapes["batch"], shapes["frames"], shapes["prompt"], shapes["tokens"]
+    r, k, d = (int(config.codec[x]) for x in ("num_quantizers", "codebook_size", "latent_dim"))
+    durations = np.full((b, n), t // n, np.int32)
+    durations[:, : t - (t // n) * n] += 1  # sums to t exactly
+    vocab = int(config.model.vocab_size)
+    return {
+        "phonemes": rng.integers(4, vocab, (b, n), dtype=np.int32),
+        "durations": durations,
+        "token_mask": np.ones((b, n), np.float32),
+        "codes": rng.integers(0, k, (b, t, r), dtype=np.int32),
+        "log_f0": np.log(rng.uniform(90, 250, (b, t))).astype(np.float32),
+        "frame_mask": np.ones((b, t), np.float32),
+        "prompt_latent": rng.normal(0, 1, (b, p, d)).astype(np.float32),
+        "prompt_mask": np.ones((b, p), np.float32),
+    }
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _spread(times: list[float]) -> dict[str, float]:
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "times_s": [round(x, 4) for x in times],
+    }
+
+
+# ----------------------------------------------------------------------------- measurement
+def measure_training(config, shapes, steps: int, profile_dir: str | None) -> dict[str, Any]:
+    import jax
+    from flax import nnx
+
+    from naturalspeech2_jax import parallel
+    from naturalspeech2_jax.train.compiled import compiled_costs, compiled_memory, time_calls
+    from naturalspeech2_jax.train.loop import Trainer
+
+    host = synthetic_batch(config, shapes)
+    out: dict[str, Any] = {"shapes": dict(shapes)}
+    with tempfile.TemporaryDirectory(prefix="ns2_ref_") as workdir:
+        trainer = Trainer(config, workdir)
+        try:
+            batch = parallel.host_batch_to_global(host, trainer.mesh, trainer.rules)
+            # The codec's device arrays, made outside any trace (train_iterator does this too).
+            _ = trainer.task._device_assets
+            state = jax.block_until_ready(
+                jax.jit(trainer.init_fn, out_shardings=trainer.shardings)(trainer.key)
+            )
+            start = time.perf_counter()
+            lowered = trainer.step_fn.lower(state, batch)
+            out["lower_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            compiled = lowered.compile()
+            out["compile_s"] = time.perf_counter() - start
+            out["xla"] = {**compiled_costs(compiled), "memory": compiled_memory(compiled)}
+            state, metrics = compiled(state, batch)  # warm-up
+            jax.block_until_ready(state)
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                state, metrics = compiled(state, batch)
+                jax.block_until_ready((state, metrics))
+                times.append(time.perf_counter() - t0)
+            out["step"] = _spread(times)
+            out["loss"] = float(jax.device_get(metrics["model/loss"]))
+            out["peak_rss_gib_after_training"] = peak_rss_gib()
+            if profile_dir:
+                out["profile"] = profile_steps(compiled, state, batch, profile_dir)
+
+            # Forward alone and forward + backward, as their own programs (same model, batch).
+            model = trainer.task.build_model(nnx.Rngs(int(config.seed)))
+            graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+            rng = jax.random.key(1)
+
+            def loss_of(p, b):
+                return trainer.task.loss(nnx.merge(graphdef, p, rest), b, rng, 0)[0]
+
+            programs = {"forward": jax.jit(loss_of),
+                        "forward_backward": jax.jit(jax.value_and_grad(loss_of))}  # fmt: skip
+            for name, fn in programs.items():
+                start = time.perf_counter()
+                jax.block_until_ready(fn(params, batch))
+                first = time.perf_counter() - start
+                t = time_calls(lambda fn=fn: fn(params, batch), max(3, steps // 2))
+                out[name] = {**_spread(t), "compile_and_first_s": first}
+        finally:
+            trainer.checkpointer.close()
+    return out
+
+
+def measure_inference(config, smoke: bool) -> dict[str, Any]:
+    """One denoiser evaluation at 800 frames = (150 Euler steps - 1 step) / 149, and the 150
+    steps for 10 s of audio (prior and diffusion; the codec decoder is not part of it)."""
+    from flax import nnx
+
+    from naturalspeech2_jax.benchmarks.speed import benchmark_inference
+    from naturalspeech2_jax.train.task import make_task
+
+    model = make_task(config).build_model(nnx.Rngs(0))
+    model.eval()
+    steps = (1, 4) if smoke else (1, 150)
+    res = benchmark_inference(model, samplers=["euler"], step_counts=steps,
+                              seconds=1.0 if smoke else 10.0, prompt_frames=150,
+                              repeats=2)  # fmt: skip
+    rows = {r["steps"]: r for r in res["rows"]}
+    if any("error" in r for r in rows.values()):
+        return {"error": [r.get("error") for r in rows.values()]}
+    lo, hi = rows[steps[0]], rows[steps[1]]
+    return {
+        "frames": res["frames"],
+        "audio_seconds": res["audio_seconds"],
+        "denoiser_step_s": (hi["synthesis_s"] - lo["synthesis_s"]) / (steps[1] - steps[0]),
+        f"euler{steps[1]}_s": hi["synthesis_s"],
+        f"euler{steps[1]}_rtf": hi["rtf"],
+        "compile_s": hi["compile_s"],
+    }
+
+
+# --------------------------------------------------------------------------------- profile
+def profile_steps(compiled, state, batch, directory: str, steps: int = 3) -> dict[str, Any]:
+    """Trace ``steps`` training steps and break their time down by HLO instruction."""
+    import jax
+
+    os.makedirs(directory, exist_ok=True)
+    jax.profiler.start_trace(directory, create_perfetto_trace=True)
+    for _ in range(steps):
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+    jax.profiler.stop_trace()
+    traces = sorted(Path(directory).glob("plugins/profile/*/perfetto_trace.json.gz"))
+    if not traces:
+        return {"error": f"no perfetto trace under {directory}"}
+    ops = op_breakdown(traces[-1], compiled.as_text(), steps=steps)
+    Path(directory, "ops.json").write_text(json.dumps(ops, indent=1))
+    return {
+        "trace": str(traces[-1]),
+        "ops_json": str(Path(directory, "ops.json")),
+        "top_kinds": ops["by_kind"][:10],
+        "top_sources": ops["by_source"][:10],
+    }
+
+
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([a-z][\w\-]*)\(")
+_OPNAME = re.compile(r'op_name="([^"]*)"')
+_FRAME = re.compile(r"stack_frame_id=(\d+)")
+_KIND = re.compile(r"kind=(\w+)")
+_CALLS = re.compile(r"calls=%?([\w.\-]+)")
+_TABLE_ROW = re.compile(r"^(\d+) (.*)$")
+_FIELDS = re.compile(r"(\w+)=(\d+)")
+
+
+def stack_frames(hlo_text: str) -> dict[int, list[tuple[str, str, int]]]:
+    """{stack_frame_id: [(file, function, line), innermost first]} from the tables XLA prints
+    after the module (FileNames, FunctionNames, FileLocations, StackFrames)."""
+    tables: dict[str, dict[int, str]] = collections.defaultdict(dict)
+    section = ""
+    for line in hlo_text.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            section = line
+            continue
+        m = _TABLE_ROW.match(line) if section else None
+        if m:
+            tables[section][int(m.group(1))] = m.group(2)
+        elif section and line.strip():
+            section = ""
+    names = {k: v.strip('"') for k, v in tables["FileNames"].items()}
+    funcs = {k: v.strip('"') for k, v in tables["FunctionNames"].items()}
+    locations = {}
+    for k, v in tables["FileLocations"].items():
+        f = dict((a, int(b)) for a, b in _FIELDS.findall(v))
+        locations[k] = (names.get(f.get("file_name_id"), "?"),
+                        funcs.get(f.get("function_name_id"), "?"), f.get("line", 0))  # fmt: skip
+    frames = {k: dict((a, int(b)) for a, b in _FIELDS.findall(v))
+              for k, v in tables["StackFrames"].items()}  # fmt: skip
+    out = {}
+    for k in frames:
+        chain, seen, cur = [], set(), k
+        while cur in frames and cur not in seen:
+            seen.add(cur)
+            chain.append(locations.get(frames[cur].get("file_location_id"), ("?", "?", 0)))
+            cur = frames[cur].get("parent_frame_id", 0)
+        out[k] = chain
+    return out
+
+
+def hlo_instructions(hlo_text: str) -> dict[str, dict[str, str]]:
+    """{instruction name: {"opcode", "op_name", "source" (the innermost frame in this package:
+    ``models/wavenet.py:88 WaveNetLayer.__call__``), "contains" for fusions}} of every
+    computation (the profiler names thunks after them)."""
+    frames = stack_frames(hlo_text)
+    info: dict[str, dict[str, str]] = {}
+    fused_ops: dict[str, list[str]] = collections.defaultdict(list)
+    computation = ""
+    for line in hlo_text.splitlines():
+        if line and not line.startswith(" ") and line.endswith("{"):  # a computation header
+            computation = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            continue
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        name, opcode = m.groups()
+        op, frame = _OPNAME.search(line), _FRAME.search(line)
+        calls = _CALLS.search(line)
+        info[name] = {
+            "opcode": opcode,
+            "op_name": op.group(1) if op else "",
+            "source": _source(frames.get(int(frame.group(1)), []) if frame else []),
+            "calls": calls.group(1) if calls else "",
+        }
+        if opcode not in ("parameter", "constant", "get-tuple-element", "tuple"):
+            fused_ops[computation].append(opcode)
+    for v in info.values():  # what a fusion is made of: its heaviest-looking op
+        inner = fused_ops.get(v["calls"], [])
+        for heavy in ("convolution", "dot", "scatter", "gather", "sort", "reduce"):
+            if heavy in inner:
+                v["contains"] = heavy
+                break
+    return info
+
+
+def _source(chain: list[tuple[str, str, int]]) -> str:
+    """The innermost frame inside naturalspeech2_jax (else the innermost frame at all)."""
+    for file, func, line in chain:
+        if "naturalspeech2_jax/" in file:
+            return f"{file.split('naturalspeech2_jax/')[-1]}:{line} {func}"
+    return f"{os.path.basename(chain[0][0])}:{chain[0][2]} {chain[0][1]}" if chain else "?"
+
+
+def op_breakdown(trace_path: Path, hlo_text: str, steps: int = 1, top: int = 40) -> dict:
+    """Thunk times of a perfetto trace (ms per step) per HLO instruction, per op kind and per
+    source line of this package (``[backward]`` where XLA's op_name says transpose)."""
+    with gzip.open(trace_path, "rt") as f:
+        data = json.load(f)
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    info = hlo_instructions(hlo_text)
+    per_instr: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in info:
+            per_instr[e["name"]] += float(e.get("dur", 0.0)) / 1000.0  # us -> ms
+    total = sum(per_instr.values()) or 1.0
+    by_kind: collections.Counter = collections.Counter()
+    by_source: collections.Counter = collections.Counter()
+    for name, ms in per_instr.items():
+        v = info[name]
+        fused = f"fusion({v.get('contains', 'elementwise')})"
+        by_kind[fused if v["opcode"] == "fusion" else v["opcode"]] += ms
+        backward = " [backward]" if "transpose(" in v["op_name"] else ""
+        by_source[v["source"] + backward] += ms
+
+    def rows(counter, key):
+        return [{key: k, "ms_per_step": round(ms / steps, 2), "share": round(ms / total, 4)}
+                for k, ms in counter.most_common(top)]  # fmt: skip
+
+    return {
+        "steps": steps,
+        "op_ms_per_step": round(total / steps, 1),
+        "by_kind": rows(by_kind, "kind"),
+        "by_source": rows(by_source, "source"),
+        "by_instruction": [
+            {
+                **r,
+                "opcode": info[r["instruction"]]["opcode"],
+                "source": info[r["instruction"]]["source"],
+                "op_name": info[r["instruction"]]["op_name"][-120:],
+            }
+            for r in rows(per_instr, "instruction")
+        ],  # fmt: skip
+    }
+
+
+# ---------------------------------------------------------------------------------- driver
+def worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    from naturalspeech2_jax.train.compiled import matmul_reference
+
+    config = bench_config(mode == "on", smoke=args.smoke, overrides=args.set)
+    shapes = SMOKE_SHAPES if args.smoke else SHAPES
+    result: dict[str, Any] = {"ce_rvq": mode, "matmul": matmul_reference(smoke=args.smoke)}
+    profile = os.path.join(args.profile, mode) if args.profile else None
+    result["training"] = measure_training(config, shapes, args.steps, profile)
+    if args.inference:
+        result["inference"] = measure_inference(config, args.smoke)
+    result["peak_rss_gib"] = peak_rss_gib()
+    return result
+
+
+def summarise(mode: str, r: dict[str, Any]) -> dict[str, Any]:
+    """The issue's columns for one mode: ours, the reference, ours / reference, utilisation."""
+    t = r["training"]
+    step = t["step"]["median_s"]
+    sh = t["shapes"]
+    frames = sh["batch"] * sh["frames"] / step
+    flops = t["xla"].get("flops")
+    peak = r["matmul"]["matmul_f32_flops_per_s"]
+    ref = REFERENCE[mode]
+    row = {
+        "step_s": round(step, 3),
+        "step_spread_s": [round(t["step"]["min_s"], 3), round(t["step"]["max_s"], 3)],
+        "frames_per_s": round(frames, 1),
+        "reference_frames_per_s": ref["frames_per_s"],
+        "vs_reference": round(frames / ref["frames_per_s"], 3),
+        "vs_before": round(frames / BEFORE[mode]["frames_per_s"], 3),
+        "gflop_per_step": round(flops / 1e9, 1) if flops else None,
+        "matmul_peak_gflop_per_s": round(peak / 1e9, 1),
+        "flop_utilisation": round(flops / step / peak, 3) if flops else None,
+        "reference_flop_utilisation": round(flops / ref["step_s"] / peak, 3) if flops else None,
+        "compile_s": round(t["compile_s"], 1),
+        "xla_peak_gib": round((t["xla"]["memory"].get("peak_bytes") or 0) / 2**30, 2),
+        "peak_rss_gib": round(t["peak_rss_gib_after_training"], 2),
+        "forward_s": round(t["forward"]["median_s"], 3),
+        "forward_backward_s": round(t["forward_backward"]["median_s"], 3),
+    }
+    inf = r.get("inference") or {}
+    if "denoiser_step_s" in inf:
+        row["denoiser_step_800_s"] = round(inf["denoiser_step_s"], 4)
+        key = next(k for k in inf if k.startswith("euler") and k.endswith("_s"))
+        row[key] = round(inf[key], 2)
+        row[key.replace("_s", "_rtf")] = round(inf[key.replace("_s", "_rtf")], 3)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", help="result JSON (also printed)")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps")
+    p.add_argument("--ce_rvq", default="on,off", help="on, off or on,off")
+    p.add_argument("--profile", help="folder for jax.profiler traces and ops.json")
+    p.add_argument("--no_inference", dest="inference", action="store_false")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: seconds (tests)")
+    p.add_argument("--set", action="append", default=[], help="config override, e.g. "
+                   "model.heads=4 (repeatable)")  # fmt: skip
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    modes = [m.strip() for m in args.ce_rvq.split(",") if m.strip()]
+    if not modes or set(modes) - {"on", "off"}:
+        raise SystemExit(f"error: --ce_rvq must be on, off or on,off, got {args.ce_rvq!r}.")
+    if args.steps < 1:
+        raise SystemExit(f"error: --steps must be >= 1, got {args.steps}.")
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args.worker, args)), flush=True)
+        return 0
+    results: dict[str, Any] = {"reference": REFERENCE, "before": BEFORE, "modes": {}}
+    common = ["--steps", str(args.steps)] + [f"--set={o}" for o in args.set]
+    common += ["--smoke"] * args.smoke + ["--no_inference"] * (not args.inference)
+    common += ["--profile", args.profile] if args.profile else []
+    for mode in modes:  # one process each: peak RSS and caches are that mode's alone
+        cmd = [sys.executable, "-m", MODULE, *common, "--ce_rvq", mode, "--worker", mode]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise SystemExit(f"error: the CE-RVQ {mode} run failed:\n{proc.stderr[-3000:]}")
+        raw = json.loads(lines[-1][len("RESULT ") :])
+        results["modes"][mode] = {"summary": summarise(mode, raw), "raw": raw}
+    text = json.dumps(results, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(json.dumps({m: r["summary"] for m, r in results["modes"].items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
