@@ -39,7 +39,9 @@ def test_smoke_run_reports_every_column_of_the_table(tmp_path, monkeypatch):
     out = tmp_path / "r.json"
     profile = tmp_path / "profile"
     monkeypatch.setattr(sys, "argv", ["reference_speed"])
-    rs.main(["--smoke", "--steps", "2", "--out", str(out), "--profile", str(profile)])
+    # No inference timings here (they are the same code as benchmarks/speed.py's): CI time.
+    argv = ["--smoke", "--steps", "2", "--no_inference", "--out", str(out), "--profile"]
+    rs.main([*argv, str(profile)])
     result = json.loads(out.read_text())
     assert result["reference"] == rs.REFERENCE and result["before"] == rs.BEFORE
     assert set(result["modes"]) == {"on", "off"}
@@ -48,16 +50,16 @@ def test_smoke_run_reports_every_column_of_the_table(tmp_path, monkeypatch):
         for key in ("step_s", "frames_per_s", "compile_s", "peak_rss_gib", "forward_s",
                     "forward_backward_s"):  # fmt: skip
             assert math.isfinite(s[key]) and s[key] > 0, (mode, key, s[key])
-        # A difference of two timings ((euler N - euler 1) / (N - 1)): noise at smoke sizes.
-        assert math.isfinite(s["denoiser_step_800_s"])
         sh = r["raw"]["training"]["shapes"]
-        assert s["frames_per_s"] == pytest.approx(sh["batch"] * sh["frames"] / s["step_s"], 0.01)
+        step = r["raw"]["training"]["step"]["median_s"]  # unrounded
+        assert s["frames_per_s"] == pytest.approx(sh["batch"] * sh["frames"] / step, 0.01)
         assert s["reference_frames_per_s"] == rs.REFERENCE[mode]["frames_per_s"]
         assert s["step_spread_s"][0] <= s["step_s"] <= s["step_spread_s"][1]
         # The profile names where the step's time goes: op kinds and this package's source lines.
         ops = json.loads((profile / mode / "ops.json").read_text())
         assert ops["by_kind"] and ops["by_source"]
-        assert any("naturalspeech2_jax" in row["source"] for row in ops["by_source"])
+        assert any(row["source"].startswith(("models/", "diffusion/", "tasks/", "train/"))
+                   for row in ops["by_source"]), ops["by_source"]  # fmt: skip
     # CE-RVQ off skips the codebook distances: fewer FLOPs in its step.
-    on, off = (result["modes"][m]["summary"]["gflop_per_step"] for m in ("on", "off"))
-    assert off < on
+    on, off = (result["modes"][m]["raw"]["training"]["xla"]["flops"] for m in ("on", "off"))
+    assert 0 < off < on
