@@ -87,7 +87,7 @@ class NaturalSpeech2(nnx.Module):
         # A config without the keys (an older run's) gets the defaults: checkpoints written by
         # looped stacks still load (train/restore.py converts them, models/scan.py).
         stacks = dict(
-            scan=bool(c.get("scan_layers", True)),
+            scan=bool(c.get("scan_layers", False)),
             remat=scan_lib.check_remat(str(c.get("remat", "none"))),
         )
         self.phoneme_encoder = PhonemeEncoder(
