@@ -16,7 +16,9 @@ by espeak-ng, which ships with pip) under ``W/corpus``. Stages and what they lea
 
 Each stage writes a ``W/<stage>.done`` marker; running the command again skips finished stages
 and resumes an interrupted training stage from its last checkpoint (XLA compilations are cached
-in ``W/xla_cache``, so a resume does not compile again).
+in ``W/xla_cache``, so a resume does not compile again). SIGTERM or Ctrl-C during a training stage
+saves its checkpoint and exits with status 130, leaving that stage (and the ones after it) to the
+next run.
 
 Budgets (``QUICKSTART``: the codec and NS2 step counts are quickstart-specific, smaller than the
 configs' presets, so the whole pipeline fits the time below on 2 CPU cores): ``smoke`` checks
@@ -334,7 +336,14 @@ def main(argv: list[str]) -> None:
             'Python cannot import; install the evaluation extras with pip install -e ".[eval]" '
             "and run the same command again."
         )
-    summary = run_pipeline(workdir, opts)
+    from naturalspeech2_jax.train.loop import TrainingInterrupted
+
+    try:
+        summary = run_pipeline(workdir, opts)
+    except TrainingInterrupted as e:
+        # The stage stays unfinished (no marker): the next run resumes its training.
+        log.warning("quickstart stopped: %s", e)
+        raise SystemExit(e.exit_status) from None
     print(json.dumps(summary, indent=1))
     print(f"synthesize: python launch/synthesize.py --checkpoint {workdir / 'ns2'} "
           f"--text 'Hello there.' --prompt PROMPT.wav --out out.wav")  # fmt: skip

@@ -284,6 +284,9 @@ def main(argv: list[str]) -> None:
         _usage_error(f"--workdir {workdir} is a file, not a folder; give a folder path.")
     try:
         loop.train(config, workdir)
+    except loop.TrainingInterrupted as e:
+        # Asked to stop (SIGTERM, Ctrl-C): the checkpoint is saved, which is a clean exit.
+        logging.warning("%s", e)
     except (ValueError, OSError, WorkdirBusyError, MetricsFileError) as e:
         # Missing or unusable data/codec/checkpoint (a dataset without codes, an unknown split),
         # a work directory in use, a damaged metrics.jsonl, a file the system refuses: the

@@ -106,18 +106,30 @@ def one_line_errors(run: Callable[[], object]) -> int:
     Checkpoint, text, score and prompt errors (FileNotFoundError, ValueError and their
     CheckpointError / SynthesisError) carry one sentence naming the file and the fix; a missing
     optional package (ImportError) and a file the system refuses (OSError: permissions, a full
-    disk) are reported the same way.
+    disk) are reported the same way. An exception that carries an ``exit_status`` (training
+    stopped by a signal, its checkpoint saved: ``train.loop.TrainingInterrupted``) is printed on
+    one line and exits with that status.
     """
     try:
         status = run()
-    except (ValueError, ImportError) as e:
+    except Exception as e:
+        if not isinstance(getattr(e, "exit_status", None), int):
+            return _reported(e)
+        print(f"stopped: {_one_line(str(e))}", file=sys.stderr)
+        return e.exit_status
+    return status if isinstance(status, int) else 0
+
+
+def _reported(e: Exception) -> int:
+    """Status 2 and the one-line error for the kinds ``one_line_errors`` reports; else raise."""
+    if isinstance(e, (ValueError, ImportError)):
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
-    except OSError as e:  # FileNotFoundError with our sentence, or the system's reason
+    if isinstance(e, OSError):  # FileNotFoundError with our sentence, or the system's reason
         text = str(e) if e.strerror is None else f"{e.filename or ''}: {e.strerror}".lstrip(": ")
         print(f"error: {_one_line(text)}", file=sys.stderr)
         return 2
-    return status if isinstance(status, int) else 0
+    raise e
 
 
 def _one_line(text: str) -> str:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from naturalspeech2_jax.models import conv as conv_lib
 from naturalspeech2_jax.models import transformer
 from naturalspeech2_jax.models.transformer import dense
 
@@ -62,6 +63,7 @@ class ConvBlock(nnx.Module):
             padding="SAME",
             kernel_init=kinit,
             bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
+            conv_general_dilated=conv_lib.conv_general_dilated,
             rngs=rngs,
         )
         self.dropout = nnx.Dropout(dropout)

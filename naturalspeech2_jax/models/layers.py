@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from naturalspeech2_jax.models import conv as conv_lib
 from naturalspeech2_jax.parallel import ACT_CHANNELS, constrain
 
 KERNEL_AXES_1D = ("kernel", "conv_in", "channels")
@@ -72,7 +73,7 @@ class _Conv(nnx.Module):
         """``lax.conv_general_dilated(x, kernel, **conv_args)`` + bias, sharded as ``act_axes``."""
         g = self.gain[...] if self.gain is not None else None
         w = _effective_kernel(self.kernel[...], g)
-        y = jax.lax.conv_general_dilated(x, w.astype(x.dtype), **conv_args)
+        y = conv_lib.conv_general_dilated(x, w.astype(x.dtype), **conv_args)
         return constrain(y + self.bias[...].astype(y.dtype), act_axes)
 
     @property

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from naturalspeech2_jax.models import conv as conv_lib
 from naturalspeech2_jax.models import scan as scan_lib
 
 # Imported for its side effect: variables carry logical axis names as metadata only (the loop places
@@ -74,6 +75,7 @@ def conv1d(
         padding="SAME",
         kernel_init=nnx.with_partitioning(init, ("kernel", "conv_in", out_axis)),
         bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (out_axis,)),
+        conv_general_dilated=conv_lib.conv_general_dilated,
         rngs=rngs,
     )
 
@@ -204,6 +206,7 @@ class ConvFeedForward(nnx.Module):
                 nnx.initializers.lecun_normal(), ("kernel", "mlp", "embed")
             ),
             bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
+            conv_general_dilated=conv_lib.conv_general_dilated,
             rngs=rngs,
         )
         self.dropout = nnx.Dropout(dropout)

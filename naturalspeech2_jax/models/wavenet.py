@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from naturalspeech2_jax.models import conv as conv_lib
 from naturalspeech2_jax.models import scan as scan_lib
 from naturalspeech2_jax.models.transformer import (
     MultiHeadAttention,
@@ -72,6 +73,7 @@ class WaveNetLayer(nnx.Module):
                 nnx.initializers.lecun_normal(), ("kernel", "embed", "mlp")
             ),
             bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("mlp",)),
+            conv_general_dilated=conv_lib.conv_general_dilated,
             rngs=rngs,
         )
         self.dropout = nnx.Dropout(dropout)

@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from naturalspeech2_jax import parallel
+from naturalspeech2_jax.models import conv as conv_lib
 from naturalspeech2_jax.train import state as state_lib
 from naturalspeech2_jax.train.checkpoint import Checkpointer, DamagedCheckpointError
 from naturalspeech2_jax.train.metrics import MetricWriter
@@ -47,6 +48,23 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(RuntimeError):
     """Raised when too many consecutive steps produced NaN/Inf losses or gradients."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM/SIGINT stopped training before ``config.total_steps``; the checkpoint of ``step``
+    was saved, so the same command resumes. Raised (not returned) so that whatever follows
+    training (the quickstart's next stages, alignment after the aligner) does not run on an
+    unfinished model. ``exit_status``: what a command line exits with (``cli.one_line_errors``;
+    128 + SIGINT, the shell's status for an interrupted job)."""
+
+    exit_status = 130
+
+    def __init__(self, step: int, total: int, workdir: str):
+        self.step, self.total, self.workdir = step, total, workdir
+        super().__init__(
+            f"training in {workdir} stopped by a signal at step {step} of {total} (checkpoint "
+            "saved); run the same command again to resume."
+        )
 
 
 class NoIntactCheckpointError(FileNotFoundError):
@@ -105,12 +123,18 @@ class Trainer:
         if devices is None:
             devices = jax.devices()[:n_dev] if n_dev else None
         self.mesh = parallel.make_mesh(dict(config.mesh), devices)
+        precision = config.get("precision", {})
+        # The backend's fastest convolution weight gradient, for the mesh's platform (a TPU
+        # topology compiled ahead of time from a CPU host gets the TPU's choice).
+        conv_lib.set_weight_grad(
+            str(precision.get("conv_weight_grad", "auto")),
+            platform=self.mesh.devices.flat[0].platform,
+        )
         self.rules = parallel.rules_from_config(config.get("axis_rules"))
         total = int(config.total_steps)
         self.groups = self.task.param_groups()
         self.txs = {g.name: make_optimizer(g.optim, total) for g in self.groups}
         self.ema_decay = float(config.get("ema_decay", 0.0))
-        precision = config.get("precision", {})
         self.init_fn = state_lib.make_init_fn(
             self.task.build_model,
             self.groups,
@@ -374,6 +398,8 @@ class Trainer:
         self.checkpointer.close()
         writer.close()
         pbar.close()
+        if stop.requested and step < total:
+            raise TrainingInterrupted(step, total, str(self.workdir))
         # Optional task hook once training is complete (e.g. the codec's latent statistics).
         finalize = getattr(self.task, "finalize", None)
         if finalize is not None and step >= total and parallel.is_main_process():

@@ -196,3 +196,34 @@ def test_corrupt_middle_metrics_line_names_file_and_line(copy):
         loop.train(config(), copy)
     with pytest.raises(MetricsFileError, match="line 3 of"):
         read_metrics(copy)
+
+
+def test_signal_stops_training_with_a_checkpoint_and_raises(tmp_path):
+    """SIGTERM mid-run: the step's checkpoint is saved and ``train`` raises TrainingInterrupted
+    (what follows training must not run on an unfinished model); the same call resumes."""
+    import threading
+
+    long = config()
+    long.total_steps = 100_000
+
+    def send_sigterm():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (tmp_path / "metrics.jsonl").exists() and read_metrics(tmp_path):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=send_sigterm, daemon=True)
+    killer.start()
+    with pytest.raises(loop.TrainingInterrupted, match="run the same command again") as stop:
+        loop.train(long, tmp_path)
+    killer.join()
+    step = stop.value.step
+    assert 1 <= step < long.total_steps and stop.value.exit_status == 130
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved[-1] == step
+    again = config()
+    again.total_steps = step + 2
+    loop.train(again, tmp_path)  # resumes and finishes: no exception
+    assert [m["step"] for m in read_metrics(tmp_path)][-2:] == [step + 1, step + 2]

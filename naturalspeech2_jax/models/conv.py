@@ -1,0 +1,184 @@
+"""1-D convolution whose weight gradient is a matmul: the backend switch for the backward pass.
+
+Every 1-D convolution of the models goes through ``conv_general_dilated`` here (a drop-in for
+``jax.lax.conv_general_dilated``, and the ``conv_general_dilated`` hook of ``nnx.Conv``). Its
+forward pass and input gradient are XLA's convolution; its weight gradient depends on the
+*weight-gradient mode*:
+
+- ``"xla"``: XLA's own transpose of the convolution (a convolution over batch x time).
+- ``"matmul"``: ``dw[i] = sum_{b,t} x[b, t + i * dilation]^T . dy[b, t]``, one ``dot_general`` per
+  kernel tap over the padded input (no im2col copy), accumulated in float32.
+
+Why: on XLA:CPU the weight-gradient convolution that ``jax.grad`` emits is lowered to a slow
+generic loop when it sits inside a ``while`` loop (``lax.scan``): a 12-layer stack of
+``[8, 400, 256]`` kernel-3 convolutions measured 27-33 s per forward+backward scanned against
+0.66 s looped, and 26-31 s of compile (``benchmarks/conv_grad.py``). With the matmul weight
+gradient the scanned stack runs within noise of the looped one and compiles in under 2 s, so
+``scan_layers`` (compile time independent of depth) costs nothing at run time. Accelerators have
+fast weight-gradient convolutions of their own (cuDNN, the TPU's MXU lowering), so the default
+``"auto"`` picks ``"matmul"`` on CPU and ``"xla"`` elsewhere; ``set_weight_grad`` (or the model
+config's ``conv_weight_grad``) overrides it in one place.
+
+Only what the models use takes the matmul path: 1-D, channels-last (NWC/WIO/NWC), stride 1, no
+input dilation, one feature group. Anything else (strided codec convs, transposed convs, 2-D
+discriminator convs) is XLA's convolution unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+WEIGHT_GRAD_MODES = ("auto", "xla", "matmul")
+_mode = "auto"
+
+
+def platform_default(platform: str) -> str:
+    """The faster weight gradient measured for ``platform`` ("cpu", "gpu", "tpu")."""
+    return "matmul" if platform == "cpu" else "xla"
+
+
+def set_weight_grad(mode: str, platform: str | None = None) -> None:
+    """Choose the weight-gradient form for every convolution traced from now on; ``"auto"`` with
+    a ``platform`` fixes that platform's default, without one it follows the default backend."""
+    global _mode
+    if mode not in WEIGHT_GRAD_MODES:
+        raise ValueError(
+            f"precision.conv_weight_grad={mode!r} is not a weight-gradient mode; set it to one "
+            f"of {', '.join(WEIGHT_GRAD_MODES)}."
+        )
+    _mode = platform_default(platform) if mode == "auto" and platform else mode
+
+
+def weight_grad_mode() -> str:
+    """The mode in force, ``"xla"`` or ``"matmul"`` (``"auto"``: for JAX's default backend)."""
+    return platform_default(jax.default_backend()) if _mode == "auto" else _mode
+
+
+def _same_pads(kernel: int, dilation: int) -> tuple[int, int]:
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2  # lax's "SAME" for stride 1: the extra pad goes right
+
+
+def _xla_conv(x, w, pads, dilation, precision):
+    return jax.lax.conv_general_dilated(
+        x,
+        w,
+        (1,),
+        (pads,),
+        rhs_dilation=(dilation,),
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        precision=precision,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv1d_matmul_grad(x, w, pads: tuple[int, int], dilation: int, precision=None):
+    """``[B, T, Cin] * [k, Cin, Cout] -> [B, T', Cout]`` (stride 1), weight gradient as matmuls."""
+    return _xla_conv(x, w, pads, dilation, precision)
+
+
+def _fwd(x, w, pads, dilation, precision):
+    return _xla_conv(x, w, pads, dilation, precision), (x, w)
+
+
+def _bwd(pads, dilation, precision, residuals, dy):
+    x, w = residuals
+    k, t_in, t_out = w.shape[0], x.shape[1], dy.shape[1]
+    lo, hi = pads
+    # dx: the correlation of dy with the flipped, transposed kernel. Output length t_in needs
+    # left pad (k-1)d - lo and right pad t_in - t_out + lo (may be negative: lax crops then).
+    span = dilation * (k - 1)
+    dx = _xla_conv(
+        dy,
+        jnp.flip(w, 0).transpose(0, 2, 1),
+        (span - lo, t_in - t_out + lo),
+        dilation,
+        precision,
+    )
+    # dw[i] = x_padded[:, i*d : i*d + t_out]^T . dy, accumulated in float32.
+    xp = jnp.pad(x, ((0, 0), (max(lo, 0), max(hi, 0)), (0, 0)))
+    xp = xp[:, max(-lo, 0) : xp.shape[1] - max(-hi, 0)]
+    taps = [
+        jax.lax.dot_general(
+            xp[:, i * dilation : i * dilation + t_out],
+            dy,
+            (((0, 1), (0, 1)), ((), ())),
+            precision=precision,
+            preferred_element_type=jnp.float32,
+        )
+        for i in range(k)
+    ]
+    return dx.astype(x.dtype), jnp.stack(taps).astype(w.dtype)
+
+
+conv1d_matmul_grad.defvjp(_fwd, _bwd)
+
+
+def _is_nwc(dimension_numbers) -> bool:
+    if dimension_numbers is None:
+        return False
+    if isinstance(dimension_numbers, tuple) and all(isinstance(s, str) for s in dimension_numbers):
+        return tuple(dimension_numbers) == ("NWC", "WIO", "NWC")
+    dn = dimension_numbers
+    return (
+        tuple(dn.lhs_spec) == (0, 2, 1)
+        and tuple(dn.rhs_spec) == (2, 1, 0)
+        and tuple(dn.out_spec) == (0, 2, 1)
+    )
+
+
+def _explicit_pads(padding, kernel: int, dilation: int) -> tuple[int, int] | None:
+    if isinstance(padding, str):
+        if padding.upper() == "SAME":
+            return _same_pads(kernel, dilation)
+        if padding.upper() == "VALID":
+            return (0, 0)
+        return None
+    (pad,) = padding
+    return int(pad[0]), int(pad[1])
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    precision=None,
+    **kwargs,
+) -> jax.Array:
+    """``jax.lax.conv_general_dilated`` with the weight gradient of ``weight_grad_mode()``."""
+    simple = (
+        lhs.ndim == 3
+        and tuple(window_strides) == (1,)
+        and tuple(lhs_dilation or (1,)) == (1,)
+        and feature_group_count == 1
+        and not kwargs.get("preferred_element_type")
+        and kwargs.get("out_sharding") is None
+        and _is_nwc(dimension_numbers)
+    )
+    if simple and weight_grad_mode() == "matmul":
+        dilation = int((rhs_dilation or (1,))[0])
+        pads = _explicit_pads(padding, rhs.shape[0], dilation)
+        if pads is not None:
+            return conv1d_matmul_grad(lhs, rhs, pads, dilation, precision)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return jax.lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        precision=precision,
+        **kwargs,
+    )
