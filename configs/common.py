@@ -40,8 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Mixed precision: master weights and optimizer state in param_dtype, forward/backward in
     # compute_dtype (bfloat16 for accelerator presets). conv_weight_grad: how 1-D convolutions
     # take their weight gradient, "xla" (XLA's transposed convolution), "matmul" (one matmul per
-    # kernel tap) or "auto" (matmul on CPU, where XLA's form is slow inside scanned stacks; xla on
-    # accelerators): models/conv.py.
+    # kernel tap) or "auto" (matmul inside scanned stacks on CPU, where XLA's form is slow; xla
+    # elsewhere and on accelerators): models/conv.py.
     c.precision = ml_collections.ConfigDict(
         dict(param_dtype="float32", compute_dtype="float32", conv_weight_grad="auto")
     )

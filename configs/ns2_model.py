@@ -15,12 +15,12 @@ SIZES = {
     # Seconds on CPU (unit tests).
     "smoke": dict(
         dim=32, heads=2, enc_layers=1, enc_filter=64, prompt_layers=1, prompt_filter=64,
-        pred_layers=3, wn_layers=3, wn_dim=32, num_queries=4, pitch_bins=32,
+        pred_layers=3, wn_layers=3, wn_dim=32, num_queries=4, pitch_bins=32, scan_layers=False,
     ),
     # Minutes on CPU (demo training).
     "tiny": dict(
         dim=128, heads=4, enc_layers=2, enc_filter=512, prompt_layers=2, prompt_filter=512,
-        pred_layers=6, wn_layers=9, wn_dim=128, num_queries=16,
+        pred_layers=6, wn_layers=9, wn_dim=128, num_queries=16, scan_layers=False,
     ),
     # One GPU.
     "base": dict(
@@ -93,12 +93,11 @@ def model_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         # extrapolates away from "any speech" towards these phonemes in this voice (VoiceBox,
         # F5-TTS): what a small model needs when its samples drift off the text.
         cond_drop_prob=0.0,
-        # Layer stacks: scanned (one compiled block per stack, compile time independent of
-        # depth) or looped; per-block rematerialisation "none", "dots_saveable" or "full".
-        # Looped by default for now: on XLA:CPU the scanned smoke step measured 2x slower to run
-        # and to compile (reference_speed --smoke: 0.017 vs 0.009 s, 54.5 vs 25.7 s), and the
-        # tiny quickstart's NS2 step 7 s against ~0.4 s; see issue 25's notes.
-        scan_layers=False,
+        # Layer stacks scanned (one compiled block per stack: compile time independent of depth)
+        # or looped, and the per-block rematerialisation "none", "dots_saveable" or "full". The
+        # small presets loop: at their sizes the looped step is the faster one on CPU.
+        # docs/experiments/speed.md has the measurements.
+        scan_layers=True,
         remat="none",
     )
     c.update(SIZES[preset])

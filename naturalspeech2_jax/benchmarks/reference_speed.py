@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import gzip
 import json
+import logging
 import os
 import re
 import resource
@@ -51,6 +53,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 REFERENCE = {
     "source": "EVALUATION.md, 2026-12-06: Amphion PyTorch NS2, eager, torch 2.13 CPU, 2 threads",
@@ -174,6 +178,13 @@ def measure_training(config, shapes, steps: int, profile_dir: str | None) -> dic
             compiled = lowered.compile()
             out["compile_s"] = time.perf_counter() - start
             out["xla"] = {**compiled_costs(compiled), "memory": compiled_memory(compiled)}
+            # XLA's cost analysis counts a while loop's body once, so a scanned step reports a
+            # fraction of its FLOPs: the model's FLOPs come from the looped twin's lowering.
+            out["lowered_flops"] = _flops(lowered.cost_analysis())
+            twin_dir = os.path.join(workdir, "looped_twin")
+            out["model_flops"] = (
+                looped_flops(config, batch, twin_dir) if config.model.get("scan_layers") else None
+            ) or out["xla"]["flops"]
             state, metrics = compiled(state, batch)  # warm-up
             jax.block_until_ready(state)
             times = []
@@ -207,6 +218,32 @@ def measure_training(config, shapes, steps: int, profile_dir: str | None) -> dic
         finally:
             trainer.checkpointer.close()
     return out
+
+
+def _flops(cost: Any) -> float | None:
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else {}
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops else None
+
+
+def looped_flops(config, batch, workdir: str) -> float | None:
+    """FLOPs of one training step of ``config`` with looped layer stacks (lowered, not compiled:
+    seconds), the count a scanned program's cost analysis cannot give. ``workdir`` must outlive
+    the call (the twin's checkpointer cleans it up in the background)."""
+    from naturalspeech2_jax.train.loop import Trainer
+
+    twin = copy.deepcopy(config)
+    twin.model.scan_layers = False
+    trainer = Trainer(twin, workdir)
+    try:
+        _ = trainer.task._device_assets
+        return _flops(trainer.step_fn.lower(trainer.abstract, batch).cost_analysis())
+    except Exception as e:  # noqa: BLE001 - a count is optional, the timing is not
+        log.warning("looped FLOP count unavailable: %s", e)
+        return None
+    finally:
+        trainer.checkpointer.close()
 
 
 def measure_inference(config, smoke: bool) -> dict[str, Any]:
@@ -251,7 +288,10 @@ def profile_steps(compiled, state, batch, directory: str, steps: int = 3) -> dic
     traces = sorted(Path(directory).glob("plugins/profile/*/perfetto_trace.json.gz"))
     if not traces:
         return {"error": f"no perfetto trace under {directory}"}
-    ops = op_breakdown(traces[-1], compiled.as_text(), steps=steps)
+    hlo = compiled.as_text()
+    # The optimised HLO beside the trace: instruction names in the trace map to its lines.
+    Path(directory, "hlo.txt").write_text(hlo)
+    ops = op_breakdown(traces[-1], hlo, steps=steps, top=200)
     Path(directory, "ops.json").write_text(json.dumps(ops, indent=1))
     return {
         "trace": str(traces[-1]),
@@ -361,7 +401,11 @@ def op_breakdown(trace_path: Path, hlo_text: str, steps: int = 1, top: int = 40)
     total = sum(per_instr.values()) or 1.0
     by_kind: collections.Counter = collections.Counter()
     by_source: collections.Counter = collections.Counter()
+    # XLA names a fusion after what it fuses (transpose_copy_fusion, ynn_fusion for the
+    # YNNPACK dots, bitcast_dynamic-update-slice_fusion for scan's stacked residuals, ...).
+    by_name: collections.Counter = collections.Counter()
     for name, ms in per_instr.items():
+        by_name[re.sub(r"\.\d+$", "", name)] += ms
         v = info[name]
         fused = f"fusion({v.get('contains', 'elementwise')})"
         by_kind[fused if v["opcode"] == "fusion" else v["opcode"]] += ms
@@ -377,6 +421,7 @@ def op_breakdown(trace_path: Path, hlo_text: str, steps: int = 1, top: int = 40)
         "op_ms_per_step": round(total / steps, 1),
         "by_kind": rows(by_kind, "kind"),
         "by_source": rows(by_source, "source"),
+        "by_name": rows(by_name, "name"),
         "by_instruction": [
             {
                 **r,
@@ -410,7 +455,7 @@ def summarise(mode: str, r: dict[str, Any]) -> dict[str, Any]:
     step = t["step"]["median_s"]
     sh = t["shapes"]
     frames = sh["batch"] * sh["frames"] / step
-    flops = t["xla"].get("flops")
+    flops = t.get("model_flops") or t["xla"].get("flops")
     peak = r["matmul"]["matmul_f32_flops_per_s"]
     ref = REFERENCE[mode]
     row = {

@@ -88,17 +88,25 @@ def ce_rvq_loss(
     logits_j = -||r_j - c_jk||^2. Expanding the square, ||r_j||^2 is the same for every code k and
     cancels in the softmax, so we use 2 r_j.c_jk - ||c_jk||^2: identical loss, no [.., K, D] tensor.
     Computed in float32 (logits of large latents).
+
+    Speed (the logits are the step's largest tensor, B T R K): they are made in the [R, B T, K]
+    layout the batched matmul produces (no transpose of them), only their log-sum-exp is kept,
+    and the true code's logit comes from the gathered embeddings, 2 r_j.e_j - ||e_j||^2, instead of
+    a gather from the logits (whose gradient would be a scatter as large as the logits).
     """
     codebooks = jax.lax.stop_gradient(codebooks.astype(jnp.float32))
-    codes = codes[..., : codebooks.shape[0]].astype(jnp.int32)
+    r = codebooks.shape[0]
+    codes = codes[..., :r].astype(jnp.int32)
     emb = jax.vmap(lambda cb, c: cb[c], in_axes=(0, -1), out_axes=-2)(codebooks, codes)
     prefix = jnp.cumsum(emb, axis=-2) - emb  # sum_{i<j} e_i, [B, T, R, D]
     resid = z0_hat.astype(jnp.float32)[..., None, :] - prefix
-    logits = 2.0 * jnp.einsum("btrd,rkd->btrk", resid, codebooks)
-    logits = logits - jnp.sum(codebooks**2, axis=-1)[None, None]
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, codes[..., None], axis=-1)[..., 0]  # [B, T, R]
-    return masked_mean(nll, mask)
+    b, t, _, d = resid.shape
+    per_q = jnp.transpose(resid.reshape(b * t, r, d), (1, 0, 2))  # [R, BT, D]
+    logits = 2.0 * jnp.einsum("rnd,rkd->rnk", per_q, codebooks)
+    logits = logits - jnp.sum(codebooks**2, axis=-1)[:, None, :]
+    lse = jax.nn.logsumexp(logits, axis=-1).T.reshape(b, t, r)
+    true = 2.0 * jnp.sum(resid * emb, axis=-1) - jnp.sum(emb**2, axis=-1)
+    return masked_mean(lse - true, mask)
 
 
 def sample_frames(

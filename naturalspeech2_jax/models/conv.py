@@ -12,12 +12,13 @@ forward pass and input gradient are XLA's convolution; its weight gradient depen
 Why: on XLA:CPU the weight-gradient convolution that ``jax.grad`` emits is lowered to a slow
 generic loop when it sits inside a ``while`` loop (``lax.scan``): a 12-layer stack of
 ``[8, 400, 256]`` kernel-3 convolutions measured 27-33 s per forward+backward scanned against
-0.66 s looped, and 26-31 s of compile (``benchmarks/conv_grad.py``). With the matmul weight
-gradient the scanned stack runs within noise of the looped one and compiles in under 2 s, so
-``scan_layers`` (compile time independent of depth) costs nothing at run time. Accelerators have
-fast weight-gradient convolutions of their own (cuDNN, the TPU's MXU lowering), so the default
-``"auto"`` picks ``"matmul"`` on CPU and ``"xla"`` elsewhere; ``set_weight_grad`` (or the model
-config's ``conv_weight_grad``) overrides it in one place.
+0.35-0.66 s looped, and 16-31 s of compile (``benchmarks/conv_grad.py``). With the matmul
+weight gradient the scanned stack runs at 0.45 s and compiles in under 2 s. Outside a scan XLA's
+own form is the faster one on CPU (0.35 s against 0.42 s looped), and accelerators have fast
+weight-gradient convolutions of their own (cuDNN, the TPU's MXU lowering), so the default
+``"auto"`` takes ``"matmul"`` only for convolutions traced inside a scanned stack (``scanned()``,
+entered by ``models/scan.py``) on CPU, and ``"xla"`` everywhere else. ``set_weight_grad`` (the
+training config's ``precision.conv_weight_grad``) fixes either form in one place.
 
 Only what the models use takes the matmul path: 1-D, channels-last (NWC/WIO/NWC), stride 1, no
 input dilation, one feature group. Anything else (strided codec convs, transposed convs, 2-D
@@ -26,36 +27,53 @@ discriminator convs) is XLA's convolution unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 
 WEIGHT_GRAD_MODES = ("auto", "xla", "matmul")
 _mode = "auto"
+_platform: str | None = None
+_in_scan: contextvars.ContextVar[bool] = contextvars.ContextVar("conv_in_scan", default=False)
 
 
-def platform_default(platform: str) -> str:
-    """The faster weight gradient measured for ``platform`` ("cpu", "gpu", "tpu")."""
-    return "matmul" if platform == "cpu" else "xla"
+def platform_default(platform: str, in_scan: bool) -> str:
+    """The faster weight gradient measured for ``platform`` ("cpu", "gpu", "tpu"), inside a
+    scanned stack or not."""
+    return "matmul" if platform == "cpu" and in_scan else "xla"
 
 
 def set_weight_grad(mode: str, platform: str | None = None) -> None:
-    """Choose the weight-gradient form for every convolution traced from now on; ``"auto"`` with
-    a ``platform`` fixes that platform's default, without one it follows the default backend."""
-    global _mode
+    """Choose the weight-gradient form for every convolution traced from now on; ``"auto"``
+    resolves per convolution for ``platform`` (default: JAX's default backend at trace time)."""
+    global _mode, _platform
     if mode not in WEIGHT_GRAD_MODES:
         raise ValueError(
             f"precision.conv_weight_grad={mode!r} is not a weight-gradient mode; set it to one "
             f"of {', '.join(WEIGHT_GRAD_MODES)}."
         )
-    _mode = platform_default(platform) if mode == "auto" and platform else mode
+    _mode, _platform = mode, platform
+
+
+@contextlib.contextmanager
+def scanned() -> Iterator[None]:
+    """Convolutions traced in this context are in a ``lax.scan`` body (``models/scan.py``)."""
+    token = _in_scan.set(True)
+    try:
+        yield
+    finally:
+        _in_scan.reset(token)
 
 
 def weight_grad_mode() -> str:
-    """The mode in force, ``"xla"`` or ``"matmul"`` (``"auto"``: for JAX's default backend)."""
-    return platform_default(jax.default_backend()) if _mode == "auto" else _mode
+    """The form in force for a convolution traced now: ``"xla"`` or ``"matmul"``."""
+    if _mode != "auto":
+        return _mode
+    return platform_default(_platform or jax.default_backend(), _in_scan.get())
 
 
 def _same_pads(kernel: int, dilation: int) -> tuple[int, int]:

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from naturalspeech2_jax.models import conv as conv_lib
+
 REMAT_POLICIES = ("none", "dots_saveable", "full")
 STACK_AXIS = "layers"  # logical name of the leading axis of stacked variables (parallel.py)
 
@@ -102,7 +104,8 @@ def run(
     if scanned:
         graphdef, state = nnx.split(blocks)
         f = _checkpoint(functools.partial(step, graphdef), remat, in_scan=True)
-        return jax.lax.scan(lambda c, a: f(a[0], c, a[1], a[2]), carry, (state, xs, keys))
+        with conv_lib.scanned():  # the body is traced here: its convolutions know they are scanned
+            return jax.lax.scan(lambda c, a: f(a[0], c, a[1], a[2]), carry, (state, xs, keys))
     ys = []
     for i, block in enumerate(blocks):
         graphdef, state = nnx.split(block)

@@ -124,7 +124,7 @@ class Trainer:
             devices = jax.devices()[:n_dev] if n_dev else None
         self.mesh = parallel.make_mesh(dict(config.mesh), devices)
         precision = config.get("precision", {})
-        # The backend's fastest convolution weight gradient, for the mesh's platform (a TPU
+        # The convolution weight gradient, "auto" resolved for the mesh's platform (a TPU
         # topology compiled ahead of time from a CPU host gets the TPU's choice).
         conv_lib.set_weight_grad(
             str(precision.get("conv_weight_grad", "auto")),

@@ -145,14 +145,41 @@ def test_nnx_conv_uses_it_and_bf16_keeps_dtypes():
 
 
 def test_modes_and_platform_defaults():
-    assert conv_lib.platform_default("cpu") == "matmul"
-    assert conv_lib.platform_default("tpu") == conv_lib.platform_default("gpu") == "xla"
+    assert conv_lib.platform_default("cpu", in_scan=True) == "matmul"
+    assert conv_lib.platform_default("cpu", in_scan=False) == "xla"
+    assert conv_lib.platform_default("tpu", True) == conv_lib.platform_default("gpu", True) == "xla"
     conv_lib.set_weight_grad("auto", platform="tpu")
+    with conv_lib.scanned():
+        assert conv_lib.weight_grad_mode() == "xla"
+    conv_lib.set_weight_grad("auto", platform="cpu")
     assert conv_lib.weight_grad_mode() == "xla"
-    conv_lib.set_weight_grad("auto")
-    assert conv_lib.weight_grad_mode() == conv_lib.platform_default(jax.default_backend())
+    with conv_lib.scanned():
+        assert conv_lib.weight_grad_mode() == "matmul"
+    assert conv_lib.weight_grad_mode() == "xla"  # the context is left
+    conv_lib.set_weight_grad("xla")
+    with conv_lib.scanned():
+        assert conv_lib.weight_grad_mode() == "xla"  # a fixed mode wins
     with pytest.raises(ValueError, match="precision.conv_weight_grad='fast'.*auto, xla, matmul"):
         conv_lib.set_weight_grad("fast")
+
+
+def test_auto_takes_the_matmul_form_in_scanned_stacks_only():
+    """On CPU, "auto" gives a scanned stack's convolutions the matmul weight gradient and a
+    looped stack's XLA's (the faster form for each, benchmarks/conv_grad.py)."""
+    conv_lib.set_weight_grad("auto", platform="cpu")
+    x = jnp.ones((2, 12, 4))
+    ws = jnp.ones((3, 3, 4, 4)) * 0.1
+    bs = jnp.zeros((3, 4))
+
+    def jaxpr(scanned):
+        f = conv_grad.stack_fn(scanned, dilation=1)
+        return str(jax.make_jaxpr(jax.grad(lambda ws: jnp.sum(f(x, ws, bs) ** 2)))(ws))
+
+    scanned, looped = jaxpr(True), jaxpr(False)
+    assert "custom_vjp" in scanned or "dot_general" in scanned
+    assert scanned.count("conv_general_dilated") < looped.count("conv_general_dilated")
+    # forward (3), weight gradients (3), input gradients of layers 2 and 3 (x is a constant)
+    assert looped.count("conv_general_dilated") == 3 + 3 + 2
 
 
 def test_benchmark_runs_and_reports(tmp_path):
