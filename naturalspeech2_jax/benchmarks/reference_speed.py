@@ -8,18 +8,20 @@ What is measured, each CE-RVQ mode in its own process (so peak RSS is that mode'
 own training step (``train.loop.Trainer``: same init, shardings, donation and optimizer as
 training) on one fixed batch of exactly the reference's shapes (8 utterances x 400 target frames,
 a separate 150-frame prompt, 60 phonemes, fp32): compile time, median and spread of ``--steps``
-timed steps, latent frames/s, XLA's FLOPs per step and FLOP utilisation against a float32 matmul
-measured in the same process, XLA's memory analysis and the process's peak RSS; the loss alone
+timed steps, latent frames/s, the step's FLOPs and FLOP utilisation against a float32 matmul
+measured in the same process (FLOPs from XLA's cost analysis of the looped twin's lowering when the
+stacks are scanned: XLA counts a while loop's body once, so a scanned program's own count misses
+all but one block per stack), XLA's memory analysis and the process's peak RSS; the loss alone
 (forward) and loss + gradients (forward + backward) as separate programs; then inference at the
 reference's 10 s: one denoiser evaluation at 800 frames and 150 Euler steps (RTF).
 
 Model: ``configs/ns2_model.py:bench44m`` (heads 8) with a 100-phoneme vocabulary, a random 16 x 1024
 x 128 codec (speed does not depend on its weights), fp32, no EMA. CE-RVQ off = ``model.w_ce_rvq=0``
 (the model then skips the codebook distances). ``--profile DIR`` also traces a few steps with
-``jax.profiler`` and writes ``DIR/<mode>/ops.json``: time per HLO instruction, per op kind and per
-source line of this package (from the stack frames XLA keeps), top first. Timings are measurements,
-never pass/fail criteria;
-rerun and give the spread.
+``jax.profiler`` and writes ``DIR/<mode>/ops.json``: time per HLO instruction, per op kind, per
+fusion name and per source line of this package (from the stack frames XLA keeps), top first, with
+the optimised HLO in ``DIR/<mode>/hlo.txt``. Timings are measurements, never pass/fail criteria;
+rerun and give the spread. ``docs/experiments/speed.md`` has the measured history.
 
 Reference (EVALUATION.md, measured 2026-12-06 on this kind of 2-core machine; Amphion's PyTorch
 NS2, eager, torch 2.13 CPU, 2 threads, 44.6M parameters against our 42.9M), kept in ``REFERENCE``
