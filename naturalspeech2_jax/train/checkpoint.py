@@ -46,6 +46,36 @@ class DamagedCheckpointError(RuntimeError):
         self.step, self.item, self.reason = step, item, reason
 
 
+class CheckpointMismatchError(ValueError):
+    """The newest checkpoint is intact but holds another model or optimizer than the config
+    builds (a changed size, layer layout or optimizer): a resume would fail on every step, and
+    its steps are not damage to set aside."""
+
+
+def _leaves_by_path(tree: Any) -> dict[str, tuple[int, ...]]:
+    """``{"params/encoder/kernel": shape}`` for the arrays of a state or its saved metadata."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        shape = getattr(leaf, "shape", None)
+        if shape is None:
+            continue
+        keys = [getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path]
+        out["/".join(str(k) for k in keys)] = tuple(int(d) for d in shape)
+    return out
+
+
+def layout_difference(saved: Any, wanted: Any) -> str | None:
+    """The first difference between two state trees, in words (None when they agree)."""
+    a, b = _leaves_by_path(saved), _leaves_by_path(wanted)
+    for path in sorted(b):
+        if path not in a:
+            return f"{path} is not in it"
+        if a[path] != b[path]:
+            return f"{path} has shape {list(a[path])} there, {list(b[path])} in this config"
+    extra = sorted(set(a) - set(b))
+    return f"it has {extra[0]}, which this config does not" if extra else None
+
+
 def short_reason(exc: BaseException, root: epath.Path | str = "", name: str = "") -> str:
     """A one-line cause from an Orbax/TensorStore/JSON error: the file it names (else ``name``)
     and the last clause of the message (TensorStore errors run to kilobytes of JSON specs)."""
@@ -170,6 +200,25 @@ class Checkpointer:
     def has_ema(self, step: int) -> bool:
         """Whether the state saved at ``step`` carries EMA weights (the run had ema_decay > 0)."""
         return self.manager.item_metadata(step)["state"]["ema"] is not None
+
+    def check_layout(self, step: int, abstract_state: Any) -> None:
+        """``CheckpointMismatchError`` when ``step``'s saved state tree (read from its metadata,
+        no arrays) differs from ``abstract_state``; unreadable metadata is left to ``restore``,
+        which reports it as damage."""
+        try:
+            saved = self.manager.item_metadata(step)["state"]
+        except Exception:  # noqa: BLE001 - damage, reported by restore()
+            return
+        if saved is None:
+            return
+        difference = layout_difference(saved, abstract_state)
+        if difference:
+            raise CheckpointMismatchError(
+                f"checkpoint {step} in {self.directory} holds another model or optimizer than "
+                f"this config builds ({difference}); resume with the config the run was "
+                f"started with ({self.directory.parent / 'config.json'}; a changed layer layout "
+                "is --config.model.scan_layers), or pass another --workdir."
+            )
 
     def restore_meta(self, step: int) -> dict:
         return read_meta(self.directory, step)

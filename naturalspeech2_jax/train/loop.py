@@ -242,6 +242,8 @@ class Trainer:
         """The newest intact checkpoint of ``steps`` (newest first); damaged newer ones are
         reported in one warning and moved aside, so the resumed run can save those steps again."""
         directory = self.checkpointer.directory
+        # Another model or optimizer is not damage: say so, and move nothing.
+        self.checkpointer.check_layout(steps[0], target)
         damaged: list[DamagedCheckpointError] = []
         for step in steps:
             try:

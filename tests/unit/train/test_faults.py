@@ -227,3 +227,22 @@ def test_signal_stops_training_with_a_checkpoint_and_raises(tmp_path):
     again.total_steps = step + 2
     loop.train(again, tmp_path)  # resumes and finishes: no exception
     assert [m["step"] for m in read_metrics(tmp_path)][-2:] == [step + 1, step + 2]
+
+
+def test_another_model_in_the_workdir_is_a_mismatch_not_damage(copy):
+    """Resuming with a config whose model differs from the run's: one sentence naming the first
+    differing array and the run's config.json, and nothing moved aside."""
+    from naturalspeech2_jax.train.checkpoint import CheckpointMismatchError
+
+    before = sorted(p.name for p in (copy / "checkpoints").iterdir())
+    other = config()
+    other.model.hidden = other.model.hidden * 2
+    with pytest.raises(CheckpointMismatchError, match=r"holds another model.*shape.*config\.json"):
+        loop.train(other, copy)
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == before
+    assert not (copy / "damaged_checkpoints").exists()
+    # The run's own config still resumes (the check passes on an intact, matching checkpoint).
+    same = config()
+    same.total_steps = TOTAL + 1
+    loop.train(same, copy)
+    assert read_metrics(copy)[-1]["step"] == TOTAL + 1
