@@ -22,10 +22,10 @@ next run.
 
 Budgets (``QUICKSTART``: the codec and NS2 step counts are quickstart-specific, smaller than the
 configs' presets, so the whole pipeline fits the time below on 2 CPU cores): ``smoke`` checks
-that every stage runs (noise comes out; 3 min 12 s); ``tiny`` is the README's demo: 17-21 min on
-the 2 cores alone from a fresh clone (latest: codec 800 steps 390 s, NS2 1200 steps 502 s). Its
-samples are sentences a recogniser mostly gets: on 8 sentences of 4 held-out speakers
-moonshine's WER is 0.58 (the codec's own resynthesis 0.35, the espeak recordings 0.25), e.g.
+that every stage runs (noise comes out; 3 min 12 s); ``tiny`` is the README's demo: 17-28 min on
+the 2 cores alone from a fresh clone (docs/experiments/ns2.md has the runs). Its samples are
+sentences a recogniser mostly gets (held-out WER 0.40-0.58 on 8 sentences of 4 speakers; the
+codec's own resynthesis 0.35-0.38, the espeak recordings 0.25), e.g.
 "Mace said the mascot was 21% cheaper than last year." for "Grace said the basket ...";
 README.md has the table.
 """
