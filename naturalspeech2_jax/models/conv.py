@@ -76,11 +76,6 @@ def weight_grad_mode() -> str:
     return platform_default(_platform or jax.default_backend(), _in_scan.get())
 
 
-def _same_pads(kernel: int, dilation: int) -> tuple[int, int]:
-    total = dilation * (kernel - 1)
-    return total // 2, total - total // 2  # lax's "SAME" for stride 1: the extra pad goes right
-
-
 def _xla_conv(x, w, pads, dilation, precision):
     return jax.lax.conv_general_dilated(
         x,
@@ -149,13 +144,14 @@ def _is_nwc(dimension_numbers) -> bool:
     )
 
 
-def _explicit_pads(padding, kernel: int, dilation: int) -> tuple[int, int] | None:
+def _explicit_pads(padding, length: int, kernel: int, dilation: int) -> tuple[int, int] | None:
+    """``padding`` ("SAME", "VALID" or one (lo, hi) pair) as (lo, hi), as lax resolves it."""
     if isinstance(padding, str):
-        if padding.upper() == "SAME":
-            return _same_pads(kernel, dilation)
-        if padding.upper() == "VALID":
-            return (0, 0)
-        return None
+        if padding.upper() not in ("SAME", "VALID"):
+            return None
+        span = dilation * (kernel - 1) + 1
+        ((lo, hi),) = jax.lax.padtype_to_pads((length,), (span,), (1,), padding.upper())
+        return int(lo), int(hi)
     (pad,) = padding
     return int(pad[0]), int(pad[1])
 
@@ -184,7 +180,7 @@ def conv_general_dilated(
     )
     if simple and weight_grad_mode() == "matmul":
         dilation = int((rhs_dilation or (1,))[0])
-        pads = _explicit_pads(padding, rhs.shape[0], dilation)
+        pads = _explicit_pads(padding, lhs.shape[1], rhs.shape[0], dilation)
         if pads is not None:
             return conv1d_matmul_grad(lhs, rhs, pads, dilation, precision)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}

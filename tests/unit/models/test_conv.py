@@ -3,6 +3,8 @@ convolutions it supports take it."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -186,8 +188,6 @@ def test_benchmark_runs_and_reports(tmp_path):
     out = tmp_path / "conv.json"
     argv = ["--batch", "1", "--time", "16", "--channels", "8", "--layers", "2", "--steps", "1"]
     assert conv_grad.main([*argv, "--out", str(out)]) == 0
-    import json
-
     result = json.loads(out.read_text())
     for key in ("looped/matmul", "scanned/matmul", "looped/xla", "scanned/xla"):
         assert result[key]["step_s"] > 0 and result[key]["gflops_per_s"] > 0
