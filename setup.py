@@ -1,8 +1,9 @@
 """Packaging for naturalspeech2_jax: a JAX/Flax reimplementation of NaturalSpeech 2.
 
 Install for use:        pip install -e .
-Install for the tests:  pip install -e ".[dev,eval,demo]"
+Install for the tests:  pip install -e ".[dev,eval,demo,beam]"
 Web demo:               pip install -e ".[demo]"
+Data prep on Beam:      pip install -e ".[beam]"  (launch/prepare_data.py --runner=beam)
 """
 
 from setuptools import find_packages, setup
@@ -62,6 +63,10 @@ DEMO = [
     "gradio>=6.0,<7",  # launch/demo.py
 ]
 
+# launch/prepare_data.py --runner=beam (data/prepare_beam.py). With the gcp extra of Beam for
+# Dataflow: pip install "apache-beam[gcp]" beside it.
+BEAM = ["apache-beam>=2.60,<3"]
+
 setup(
     name="naturalspeech2_jax",
     version="0.1.0",
@@ -75,6 +80,7 @@ setup(
         "eval": EVAL,
         "dev": DEV,
         "demo": DEMO,
+        "beam": BEAM,
         "tensorboard": ["tensorboardX>=2.6"],
         # gs:// work directories and datasets through etils.epath (Orbax reaches GCS natively).
         "gcs": ["etils[epath,epath-gcs]>=1.10"],

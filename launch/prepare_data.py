@@ -2,6 +2,9 @@
 
     python launch/prepare_data.py --corpus=PATH[,PATH...] --data_dir=DIR [--name=N] [--layout=L]
     python launch/prepare_data.py --embedded --data_dir=DIR          # the embedded corpus
+    python launch/prepare_data.py --corpus=PATH --data_dir=DIR --runner=beam [--beam_options=...]
+    python launch/prepare_data.py --corpus=PATH --train_aligner=DIR [--aligner_sample=2000]
+    python launch/prepare_data.py --corpus=PATH --write_manifest=FILE.tsv
 
 Layouts (detected, or named with --layout): kaldi (text, utt2spk, wav.scp or <spk>/<utt>.flac),
 libritts, librispeech, vctk, mls, ljspeech, folder (audio + same-name .txt). A folder holding
@@ -11,6 +14,15 @@ several corpora (e.g. train/ and dev/) gives one split each. Durations come from
 cores, then a minute to align a few thousand utterances). The result opens with
 ``tfds.builder_from_directory(DIR/<name>/1.0.0)``; its card.md lists hours, speakers and the
 rejected utterances with their reasons.
+
+``--runner=beam`` runs the same per-utterance stages as Apache Beam transforms (the ``beam``
+extra; data/prepare_beam.py): by default Beam's DirectRunner with --num_workers processes here,
+or any runner given in --beam_options (Beam's own flags, e.g. "--runner=DataflowRunner
+--project=P --region=R --temp_location=gs://B/tmp"). It writes the same dataset, card and
+rejected.tsv as the local runner. Where the built-in aligner is needed, train it first on a
+sample of the corpus (--train_aligner=DIR, its own job) and pass --aligner_checkpoint=DIR to
+either runner. A folder with a ``manifest.tsv`` (id, speaker, audio, text [, start, end]) is a
+corpus that the Beam workers read line by line; --write_manifest writes one from any layout.
 
 Preparing again under the same --name reuses the dataset when it was made from the same corpora
 (their files' sizes and times included) and options (recorded in its prepared_from.json), refuses
@@ -25,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 
 from absl import app, flags
@@ -38,7 +51,7 @@ _NAME = flags.DEFINE_string("name", None, "Dataset name (default: from the corpu
 _LAYOUT = flags.DEFINE_enum(
     "layout",
     None,
-    ["kaldi", "libritts", "librispeech", "vctk", "mls", "ljspeech", "folder"],
+    ["manifest", "kaldi", "libritts", "librispeech", "vctk", "mls", "ljspeech", "folder"],
     "Corpus layout (default: detected).",
 )
 _DURATIONS, _ALIGNER = cli.define_alignment_flags()
@@ -55,6 +68,29 @@ _EDGE = flags.DEFINE_float(
 _MIN_S = flags.DEFINE_float("min_seconds", 0.5, "Shorter utterances are rejected.")
 _MAX_S = flags.DEFINE_float("max_seconds", 20.0, "Longer utterances are rejected.")
 _WORKERS = flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = all cores).")
+_RUNNER = flags.DEFINE_enum(
+    "runner", "local", ["local", "beam"],
+    "local: worker processes here; beam: Apache Beam transforms (pip install -e '.[beam]').",
+)  # fmt: skip
+_BEAM_OPTIONS = flags.DEFINE_string(
+    "beam_options", "",
+    "Beam pipeline options, space-separated (e.g. '--runner=DataflowRunner --project=P "
+    "--region=R --temp_location=gs://B/tmp'); default the DirectRunner with --num_workers.",
+)  # fmt: skip
+_ALIGNER_CHECKPOINT = flags.DEFINE_string(
+    "aligner_checkpoint", None,
+    "A built-in aligner trained by --train_aligner: used instead of training one on the corpus.",
+)  # fmt: skip
+_TRAIN_ALIGNER = flags.DEFINE_string(
+    "train_aligner", None,
+    "Only train the built-in aligner on a sample of --corpus into this folder, then stop.",
+)  # fmt: skip
+_ALIGNER_SAMPLE = flags.DEFINE_integer(
+    "aligner_sample", 2000, "Utterances (spread over the corpus) that --train_aligner trains on."
+)
+_WRITE_MANIFEST = flags.DEFINE_string(
+    "write_manifest", None, "Only write the corpus listing as a manifest.tsv here, then stop."
+)
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
     "Rebuild a dataset already prepared under --name (needed when the corpus or options differ).",
@@ -70,6 +106,10 @@ def _usage_error(reason: str) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _usage_error(f"unexpected arguments {argv[1:]}; flags only")
+    if _WRITE_MANIFEST.value or _TRAIN_ALIGNER.value:
+        if not _CORPUS.value or _EMBEDDED.value:
+            _usage_error("--write_manifest and --train_aligner need --corpus=PATH")
+        sys.exit(cli.one_line_errors(_manifest_or_aligner))
     if not _DATA_DIR.value:
         _usage_error("--data_dir is required, e.g. --data_dir=work/data")
     if bool(_CORPUS.value) == _EMBEDDED.value:
@@ -103,20 +143,59 @@ def _prepare() -> None:
         corpora,
         _DATA_DIR.value,
         name=name,
-        layout=_LAYOUT.value,
         durations=_DURATIONS.value,
         aligner=_ALIGNER.value,
+        max_edge_silence=_EDGE.value,
+        overwrite=_OVERWRITE.value,
+        aligner_checkpoint=_ALIGNER_CHECKPOINT.value,
+        runner=_RUNNER.value,
+        beam_options=tuple(shlex.split(_BEAM_OPTIONS.value)),
+        **_feature_options(),
+    )
+    print(json.dumps({"dataset_dir": str(result.dataset_dir), **result.card}, indent=1))
+
+
+def _feature_options() -> dict:
+    """The options a preparation and --train_aligner share (how the audio becomes features)."""
+    return dict(
+        layout=_LAYOUT.value,
         aligner_preset=_ALIGNER_PRESET.value,
         aligner_steps=_ALIGNER_STEPS.value,
         pitch_method=_PITCH.value,
         trim_silence=_TRIM.value,
-        max_edge_silence=_EDGE.value,
         min_seconds=_MIN_S.value,
         max_seconds=_MAX_S.value,
         num_workers=_WORKERS.value or None,
-        overwrite=_OVERWRITE.value,
     )
-    print(json.dumps({"dataset_dir": str(result.dataset_dir), **result.card}, indent=1))
+
+
+def _manifest_or_aligner() -> None:
+    """--write_manifest or --train_aligner: the jobs that come before a (Beam) preparation."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    from naturalspeech2_jax.data import prepare, readers
+
+    for c in _CORPUS.value:
+        if not os.path.isdir(c):
+            _usage_error(f"--corpus {c} is not a directory; give a corpus folder")
+    if _WRITE_MANIFEST.value:
+        listings = prepare.discover_splits(_CORPUS.value, _LAYOUT.value)
+        if len(listings) != 1:
+            names = ", ".join(n for n, _ in listings)
+            raise ValueError(f"--write_manifest writes one corpus; --corpus holds "
+                             f"{len(listings)} ({names}): give one of them.")  # fmt: skip
+        listing = listings[0][1]
+        n = readers.write_manifest(listing, _WRITE_MANIFEST.value)
+        print(f"{_WRITE_MANIFEST.value}: {n} utterances ({len(listing.problems)} not listed: "
+              f"{listing.summary(3)})")  # fmt: skip
+        return
+    report = prepare.train_aligner_on_corpus(
+        _CORPUS.value,
+        _TRAIN_ALIGNER.value,
+        sample=_ALIGNER_SAMPLE.value,
+        **_feature_options(),
+    )
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -57,24 +58,21 @@ import numpy as np
 from etils import epath
 from tqdm import tqdm
 
-from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax import HOP_LENGTH
 from naturalspeech2_jax.align import sphinx
-from naturalspeech2_jax.align.textgrid import find_phone_tier, read_textgrid
-from naturalspeech2_jax.align.viterbi import AlignmentError, boundary_errors_ms
-from naturalspeech2_jax.audio import (
-    AudioError,
-    extract_pitch,
-    load_audio,
-    log_mel_spectrogram,
-    normalize_loudness,
-    pad_or_trim_to_frames,
-    to_pcm16,
-    trim_silence,
-)
 from naturalspeech2_jax.data import readers
-from naturalspeech2_jax.text.g2p import SIL, is_phoneme, phonemize_batch
-from naturalspeech2_jax.text.normalize import unpronounceable_characters
-from naturalspeech2_jax.text.vocab import PhonemeVocab, UnknownSymbolError, default_vocab
+from naturalspeech2_jax.data import utterance as utt_lib
+from naturalspeech2_jax.data.utterance import (  # noqa: F401 (public here since before the split)
+    FEATURE_DTYPES,
+    FRAME_RATE,
+    AlignmentTally,
+    SplitTally,
+    boundaries_to_durations,
+    exact_durations,
+    textgrid_durations,
+)
+from naturalspeech2_jax.text.g2p import SIL, phonemize_batch
+from naturalspeech2_jax.text.vocab import PhonemeVocab, default_vocab
 
 # Imported where used, not here: data.tfds_builder (tfds and grain take seconds to import, and
 # every spawned feature worker imports this module), align.api and tasks.aligner (JAX and the
@@ -83,7 +81,6 @@ from naturalspeech2_jax.text.vocab import PhonemeVocab, UnknownSymbolError, defa
 
 log = logging.getLogger(__name__)
 
-FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # 80 frames per second
 ALIGNERS = ("auto", "pocketsphinx", "builtin")
 DURATION_SOURCES = ("auto", "aligner", "exact")
 _MIN_FRAMES = "1 per phoneme, 0 for <sil>, <wb> and punctuation"  # both aligners' constraint
@@ -93,7 +90,8 @@ _MIN_FRAMES = "1 per phoneme, 0 for <sil>, <wb> and punctuation"  # both aligner
 PREPARE_VERSION = 2
 FINGERPRINT_FILE = "prepared_from.json"
 # Options that do not change the prepared data (how fast, how loud, where): not fingerprinted.
-_UNRECORDED_OPTIONS = ("name", "num_workers", "progress", "overwrite")
+_UNRECORDED_OPTIONS = ("name", "num_workers", "progress", "overwrite", "runner", "beam_options")
+RUNNERS = ("local", "beam")
 
 
 @dataclasses.dataclass
@@ -108,6 +106,9 @@ class PrepareOptions:
     aligner: str = "auto"  # auto | pocketsphinx | builtin
     aligner_preset: str = "tiny"
     aligner_steps: int = 0  # 0: the preset's total_steps
+    # A built-in aligner trained before (``train_aligner_on_corpus``): used instead of training
+    # one on the corpus; the Beam runner needs one when the built-in aligner is used.
+    aligner_checkpoint: str | None = None
     pitch_method: str = "harvest"  # harvest (accurate) | dio (fast)
     trim_silence: bool = False
     # After alignment, cut the leading/trailing <sil> to at most this many seconds (None: keep).
@@ -121,6 +122,11 @@ class PrepareOptions:
     # Rebuild a dataset already prepared under this name (and its feature cache) instead of
     # reusing it or refusing to when it was built from other inputs.
     overwrite: bool = False
+    # "local": worker processes and a feature cache on this machine; "beam": the same stages as
+    # Apache Beam transforms (data/prepare_beam.py), run by ``beam_options`` (Beam's own flags,
+    # e.g. ["--runner=DataflowRunner", "--project=...", ...]; default the DirectRunner).
+    runner: str = "local"
+    beam_options: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -178,6 +184,8 @@ def _prepare(
 
     start_time = time.time()
     _fresh_work_dir(work, fingerprint)
+    if opts.runner == "beam":
+        return _beam_runner().prepare_with_beam(corpora, data_dir, work, opts, fingerprint)
 
     splits = discover_splits(corpora, opts.layout)
     vocab = default_vocab()
@@ -203,19 +211,16 @@ def _prepare(
     _atomic_write(out_dir / "speakers.json", json.dumps(speakers, indent=1))
 
     lengths = {s: np.load(os.fspath(out_dir / f"frames_{s}.npy")) for s in split_names}
-    card = _dataset_card(
+    card = dataset_card(
         opts,
         corpora=corpora,
         version=VERSION,
         vocab=vocab,
-        lengths=lengths,
-        final=final,
-        durations=durations,
+        tallies=split_tallies(final, durations, split_names),
         source_counts=source_counts,
         align_report=align_report,
         rejected=rejected,
-        feature_seconds=feature_seconds,
-        start_time=start_time,
+        seconds={"features": feature_seconds, "total": time.time() - start_time},
     )
     if align_report.get("figure"):
         _atomic_write(out_dir / "alignment.png", (work / "alignment.png").read_bytes())
@@ -224,6 +229,21 @@ def _prepare(
     _write_card(out_dir, card, lengths, rejected, fingerprint)
     log.info("prepared %s: %s", out_dir, json.dumps(card["splits"]))
     return PrepareResult(out_dir, card)
+
+
+def _beam_runner():
+    """``data/prepare_beam.py``, or one sentence naming the extra that installs Apache Beam."""
+    # Beam logs what its optional Google Cloud modules lack at INFO while it is imported.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    try:
+        from naturalspeech2_jax.data import prepare_beam
+    except ImportError as err:
+        if "apache_beam" not in str(err):
+            raise
+        raise ImportError(
+            "runner='beam' needs Apache Beam, an optional extra: pip install -e '.[beam]'."
+        ) from err
+    return prepare_beam
 
 
 def _checked_options(options: PrepareOptions | None, overrides: dict[str, Any]) -> PrepareOptions:
@@ -246,6 +266,14 @@ def _checked_options(options: PrepareOptions | None, overrides: dict[str, Any]) 
         raise ValueError(f"aligner_steps must be >= 0 (0: the preset's), not {opts.aligner_steps}.")
     if opts.pitch_method not in ("harvest", "dio"):
         raise ValueError(f"pitch_method={opts.pitch_method!r}; use harvest or dio.")
+    if opts.runner not in RUNNERS:
+        raise ValueError(f"runner={opts.runner!r}; use local or beam.")
+    if opts.runner == "beam":
+        _beam_runner()  # a missing extra is said now, before any work
+    if opts.aligner_checkpoint:
+        checkpoint = os.path.abspath(opts.aligner_checkpoint)
+        opts = dataclasses.replace(opts, aligner_checkpoint=checkpoint)
+        check_aligner_checkpoint(opts.aligner_checkpoint)  # now, not after the features
     return opts
 
 
@@ -523,23 +551,11 @@ def _encode_transcripts(
     phon = phonemize_batch([u.text for _, u in utts], on_error="none")
     items, rejected = [], []
     for (split, u), tokens in zip(utts, phon, strict=True):
-        if tokens is None:
-            rejected.append((split, u.id, "text has nothing pronounceable"))
-            continue
-        # Characters the English front end drops (Chinese, emoji, ...) are in the audio but
-        # would be missing from the phonemes: the alignment and the model would learn wrong.
-        dropped = unpronounceable_characters(u.text)
-        if dropped:
-            codes = " ".join(f"U+{ord(c):04X}" for c in dropped)
-            rejected.append(
-                (split, u.id, f"unpronounceable characters: {dropped!r} ({codes}) would be "
-                 "missing from the phonemes; transliterate or remove them")
-            )  # fmt: skip
-            continue
-        try:
-            items.append((split, u, tokens, vocab.encode(tokens)))
-        except UnknownSymbolError as e:
-            rejected.append((split, u.id, f"unknown symbols: {e}"))
+        ids = utt_lib.encode_text(u.text, tokens, vocab)
+        if isinstance(ids, str):
+            rejected.append((split, u.id, ids))
+        else:
+            items.append((split, u, tokens, ids))
     return items, rejected
 
 
@@ -549,11 +565,8 @@ def _audio_features_stage(
 ) -> tuple[list[_Item], _Rejected]:
     """Audio features of every item into the cache under ``work``, in parallel; the items whose
     audio fails a check (``_audio_features``) are rejected."""
-    worker_opts = dict(
-        trim_silence=opts.trim_silence,
-        min_seconds=opts.min_seconds,
-        max_seconds=opts.max_seconds,
-        pitch_method=opts.pitch_method,
+    worker_opts = utt_lib.feature_options(
+        opts.trim_silence, opts.min_seconds, opts.max_seconds, opts.pitch_method
     )
     jobs = []
     for split, u, _, _ in items:
@@ -649,7 +662,7 @@ def _map_in_workers(
 
 # ------------------------------------------------------------------------------------ caches
 _PARTIAL = ".partial"  # in the name of a cache being written
-_CACHE_KEYS = {"audio": np.int16, "log_f0": np.float32, "voiced": np.int8, "mel": np.float16}
+_CACHE_KEYS = FEATURE_DTYPES
 
 
 def cache_problem(cache: str) -> str | None:
@@ -701,95 +714,14 @@ def _audio_features(job: tuple) -> tuple[str, str | None, str | None]:
 
 def _compute_features(path: str, start, end, cache: str, opts: dict) -> str | None:
     """The features of one utterance into ``cache``; the reason it is rejected, or None."""
-    try:
-        wav = load_audio(path, start=start, end=end)
-    except AudioError as e:
-        return f"unreadable audio: {e}"
-    seconds = len(wav) / SAMPLE_RATE
-    if seconds == 0 or not np.any(wav):
-        return "empty or silent audio"
-    if opts["trim_silence"]:
-        wav = trim_silence(wav)
-    seconds = len(wav) / SAMPLE_RATE
-    if seconds < opts["min_seconds"]:
-        return f"too short ({seconds:.2f} s < {opts['min_seconds']} s)"
-    if seconds > opts["max_seconds"]:
-        return f"too long ({seconds:.2f} s > {opts['max_seconds']} s)"
-    wav = pad_or_trim_to_frames(normalize_loudness(wav))
-    log_f0, voiced = extract_pitch(wav, method=opts["pitch_method"])
-    mel = log_mel_spectrogram(wav)
-    n = len(wav) // HOP_LENGTH
-    if len(log_f0) != n or len(mel) != n:
-        return f"feature frames {len(log_f0)}/{len(mel)} != audio frames {n}"
-    _write_cache(
-        cache,
-        audio=to_pcm16(wav),
-        log_f0=log_f0.astype(np.float32),
-        voiced=voiced.astype(np.int8),
-        mel=mel.astype(np.float16),
-    )
+    features = utt_lib.audio_features(path, start, end, opts)
+    if isinstance(features, str):
+        return features
+    _write_cache(cache, **features)
     return None
 
 
 # ------------------------------------------------------------------------------------ durations
-def boundaries_to_durations(times_s: Sequence[float], n_frames: int) -> np.ndarray:
-    """Token end times (seconds) -> int frame durations summing to ``n_frames``.
-
-    Each boundary is rounded to the nearest frame edge (so the error never accumulates); the last
-    boundary is the end of the audio. Durations may be 0 (e.g. a ``<wb>`` without a pause).
-    """
-    edges = np.floor(np.asarray(times_s, np.float64) * FRAME_RATE + 0.5).astype(np.int64)
-    edges = np.clip(np.maximum.accumulate(edges), 0, n_frames)
-    edges[-1] = n_frames
-    return np.diff(np.concatenate([[0], edges])).astype(np.int32)
-
-
-def exact_durations(alignment_file: epath.Path, tokens: Sequence[str], n_frames: int):
-    """Durations from an embedded-corpus alignment file whose tokens must equal ``tokens``."""
-    data = json.loads(alignment_file.read_text())
-    got = [t["token"] for t in data["tokens"]]
-    if got != list(tokens):
-        raise ValueError(f"alignment tokens differ from the G2P tokens in {alignment_file}")
-    return boundaries_to_durations([t["end_s"] for t in data["tokens"]], n_frames)
-
-
-def textgrid_durations(path: str, tokens: Sequence[str], n_frames: int) -> np.ndarray | None:
-    """Durations from a TextGrid whose phone labels are our tokens (silences aside), else None.
-
-    MFA's phone sets (ARPAbet, MFA IPA) are not espeak-ng's tokens; such files cannot give
-    per-token durations for our sequence, and the aligner is used instead.
-    """
-    tier = find_phone_tier(read_textgrid(path))
-    labels = [(iv.text if hasattr(iv, "text") else iv[2]) for iv in tier.intervals]
-    ends = [(iv.xmax if hasattr(iv, "xmax") else iv[1]) for iv in tier.intervals]
-    silence = {"", "sil", "sp", "spn", "<sil>"}
-    ours = [t for t in tokens if t != "<wb>"]
-    theirs = ["<sil>" if lab.strip() in silence else lab.strip() for lab in labels]
-    if theirs != ours:
-        return None
-    durs = list(boundaries_to_durations(ends, n_frames))
-    out, k = [], 0
-    for t in tokens:  # <wb> tokens are zero-width between the TextGrid's phones
-        if t == "<wb>":
-            out.append(0)
-        else:
-            out.append(durs[k])
-            k += 1
-    return np.asarray(out, np.int32)
-
-
-def _exact_timings(u: Any, tokens: Sequence[str], n_frames: int) -> np.ndarray | None:
-    """Durations from the embedded corpus's ``alignments/<id>.json`` beside the speaker folder,
-    or None where there is none or its tokens are not ours (logged)."""
-    align_file = epath.Path(u.audio_path).parent.parent / "alignments" / f"{u.id}.json"
-    if align_file.exists():
-        try:
-            return exact_durations(align_file, tokens, n_frames)
-        except ValueError as e:
-            log.warning("%s", e)
-    return None
-
-
 def _durations(kept, work: epath.Path, opts: PrepareOptions):
     """Per-utterance durations (or a rejection reason string), source counts, aligner report."""
     durations: dict[str, Any] = {}
@@ -799,22 +731,14 @@ def _durations(kept, work: epath.Path, opts: PrepareOptions):
     for split, u, tokens, ids in kept:
         with np.load(_cache_path(work, split, u.id)) as f:
             n_frames = len(f["log_f0"])
-        exact = _exact_timings(u, tokens, n_frames)
+        source, d, exact = utt_lib.corpus_durations(u, tokens, n_frames, opts.durations)
         if exact is not None:
             exact_ref[u.id] = exact
-        if opts.durations != "aligner" and exact is not None:
-            durations[u.id] = exact
-            sources["exact timings"] += 1
+        if source != utt_lib.NEEDS_ALIGNER:
+            durations[u.id] = d
+            if source != "rejected":
+                sources[source] += 1
             continue
-        if opts.durations == "exact":
-            durations[u.id] = "no exact timings for this utterance"
-            continue
-        if opts.durations == "auto" and u.textgrid_path:
-            tg = textgrid_durations(os.fspath(u.textgrid_path), tokens, n_frames)
-            if tg is not None:
-                durations[u.id] = tg
-                sources["textgrid"] += 1
-                continue
         need_aligner.append((split, u, tokens, ids, n_frames))
     report: dict[str, Any] = {}
     if need_aligner:
@@ -839,22 +763,17 @@ def _with_durations(kept: list[_Item], durations: dict) -> tuple[list[_Item], _R
 
 
 def _edge_crops(final, durations: dict, max_seconds: float | None) -> dict[str, tuple[int, int]]:
-    """Frames to cut from the start and end of each utterance so that its edge ``<sil>`` tokens
-    last at most ``max_seconds``; ``durations`` is updated in place to match. Frames are whole
-    codec hops, so the audio, pitch and durations stay on one grid."""
-    if max_seconds is None:
+    """Frames to cut from the start and end of each utterance (``utterance.edge_crop``);
+    ``durations`` is updated in place to match."""
+    keep = utt_lib.keep_frames(max_seconds)
+    if keep is None:
         return {}
-    keep = int(round(max_seconds * FRAME_RATE))
     crops = {}
     for _, u, tokens, _ in final:
-        d = np.asarray(durations[u.id], np.int32).copy()
-        head = max(int(d[0]) - keep, 0) if tokens[0] == SIL else 0
-        tail = max(int(d[-1]) - keep, 0) if tokens[-1] == SIL and len(d) > 1 else 0
-        if head or tail:
-            d[0] -= head
-            d[-1] -= tail
+        d, crop = utt_lib.edge_crop(tokens, durations[u.id], keep)
+        if crop != (0, 0):
             durations[u.id] = d
-            crops[u.id] = (head, tail)
+            crops[u.id] = crop
     return crops
 
 
@@ -895,8 +814,10 @@ def _reason_tally(rejected: _Rejected) -> Counter:
 
 
 def _write_rejected(path: epath.Path, rejected: _Rejected) -> None:
+    """``rejected.tsv``, sorted by split and item: the same file whichever runner (and in
+    whichever order its workers) found them."""
     lines = ["split\titem\treason\n"]
-    lines += [f"{split}\t{item}\t{reason}\n" for split, item, reason in rejected]
+    lines += [f"{split}\t{item}\t{reason}\n" for split, item, reason in sorted(rejected)]
     _atomic_write(path, "".join(lines))
 
 
@@ -916,46 +837,39 @@ def _split_examples(
             if split != split_name:
                 continue
             with np.load(_cache_path(work, split, u.id)) as f:
-                head, tail = crops.get(u.id, (0, 0))
-                end = len(f["log_f0"]) - tail
-                yield {
-                    "id": u.id,
-                    "text": u.text,
-                    "speaker": u.speaker,
-                    "speaker_id": speaker_ids[u.speaker],
-                    "audio": f["audio"][head * HOP_LENGTH : end * HOP_LENGTH],
-                    "phonemes": np.asarray(ids, np.int32),
-                    "durations": durations[u.id],
-                    "log_f0": f["log_f0"][head:end],
-                    "voiced": f["voiced"][head:end],
-                }
+                crop = crops.get(u.id, (0, 0))
+                yield utt_lib.example(u, ids, f, durations[u.id], crop, speaker_ids[u.speaker])
 
     return gen
 
 
 # ------------------------------------------------------------------------------------ card
-def _dataset_card(
+def split_tallies(final: list[_Item], durations: dict, splits: list[str]) -> dict[str, SplitTally]:
+    """The card's figures of each split in ``splits``, added up over its examples."""
+    tallies = {s: SplitTally() for s in splits}
+    for split, u, tokens, _ in final:
+        tallies[split].add(u.speaker, tokens, durations[u.id])
+    return tallies
+
+
+def dataset_card(
     opts: PrepareOptions,
     *,
     corpora: list[str],
     version: str,
     vocab: PhonemeVocab,
-    lengths: dict[str, np.ndarray],
-    final: list[_Item],
-    durations: dict,
+    tallies: dict[str, SplitTally],
     source_counts: Counter,
     align_report: dict[str, Any],
     rejected: _Rejected,
-    feature_seconds: float,
-    start_time: float,
+    seconds: dict[str, float],
 ) -> dict[str, Any]:
     """The dataset card (``card.json``): what went in, what came out, where the durations came
-    from and how plausible they look, what was rejected and why, how long it took."""
-
-    def stats_of(rows: list[_Item]) -> dict[str, float]:
-        return duration_stats([t for _, _, t, _ in rows], [durations[u.id] for _, u, _, _ in rows])
-
-    reasons = _reason_tally(rejected)
+    from and how plausible they look, what was rejected and why, how long it took. Both
+    runners make it from the same tallies (``utterance.SplitTally``, one per split)."""
+    pooled = SplitTally()
+    for t in tallies.values():
+        pooled.merge(t)  # merge changes ``pooled`` only
     card = {
         "name": opts.name,
         "corpora": corpora,
@@ -963,50 +877,26 @@ def _dataset_card(
         "vocab_version": vocab.version,
         "splits": {
             s: {
-                "utterances": int(len(frames)),
-                "speakers": len({u.speaker for x, u, _, _ in final if x == s}),
-                "hours": float(frames.sum() / FRAME_RATE / 3600),
+                "utterances": t.utterances,
+                "speakers": len(t.speakers),
+                "hours": float(t.frames / FRAME_RATE / 3600),
             }
-            for s, frames in lengths.items()
+            for s, t in tallies.items()
         },
         "durations_source": dict(source_counts),
-        "duration_stats": stats_of(final),
+        "duration_stats": pooled.duration_stats(),
         # per split too: a corpus the aligner fails on hides behind one it aligns well when
         # pooled (../shared/data: cathy median 6 frames, speechocean 1, pooled 3)
-        "duration_stats_by_split": {s: stats_of([x for x in final if x[0] == s]) for s in lengths},
+        "duration_stats_by_split": {s: t.duration_stats() for s, t in tallies.items()},
         "aligner": align_report,
         "rejected_total": len(rejected),
-        "rejected_by_reason": dict(reasons),
-        "options": dataclasses.asdict(opts),
-        "seconds": {
-            "features": round(feature_seconds, 1),
-            "total": round(time.time() - start_time, 1),
-        },
+        "rejected_by_reason": dict(_reason_tally(rejected)),
+        "options": json.loads(json.dumps(dataclasses.asdict(opts))),  # as card.json reads back
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
     total_hours = sum(v["hours"] for v in card["splits"].values())
-    card["throughput_audio_hours_per_hour"] = total_hours / max(card["seconds"]["total"], 1) * 3600
+    card["throughput_audio_hours_per_hour"] = total_hours / max(seconds["total"], 1) * 3600
     return card
-
-
-def duration_stats(tokens: list[list[str]], durations: list[np.ndarray]) -> dict[str, float]:
-    """Sanity figures of a dataset's durations, in the card: a degenerate alignment shows up as
-    many one-frame phonemes or a large pause share (exact espeak timings: median 6 frames, 1.6%
-    one-frame, 17% of frames in pauses and word boundaries)."""
-    spoken, pause, total = [], 0, 0
-    for toks, d in zip(tokens, durations, strict=True):
-        mask = np.asarray([is_phoneme(t) for t in toks], bool)
-        d = np.asarray(d)
-        spoken.append(d[mask])
-        pause += int(d[~mask].sum())
-        total += int(d.sum())
-    frames = np.concatenate(spoken) if spoken else np.zeros(0)
-    if not len(frames):
-        return {}
-    return {
-        "phoneme_median_frames": float(np.median(frames)),
-        "phoneme_one_frame_share": round(float(np.mean(frames <= 1)), 4),
-        "pause_frame_share": round(pause / max(total, 1), 4),
-    }
 
 
 def _write_card(
@@ -1093,34 +983,21 @@ def resolve_aligner(name: str) -> str:
     return "pocketsphinx"
 
 
-@dataclasses.dataclass
-class _Scoring:
-    """What both aligners report besides their own figures: the boundary error against the
-    exact timings where the corpus has them, and a figure of one utterance (the first with exact
-    timings, so that both sets of boundaries show, else the first)."""
-
-    exact_ref: dict[str, np.ndarray]
-    errors: list[np.ndarray] = dataclasses.field(default_factory=list)
-    shown: tuple | None = None  # (utt_id, split, tokens, durations)
-
-    def add(self, utt_id: str, split: str, tokens: Sequence[str], d: np.ndarray) -> None:
-        if utt_id in self.exact_ref:
-            self.errors.append(boundary_errors_ms(d, self.exact_ref[utt_id]))
-        if self.shown is None or (utt_id in self.exact_ref and self.shown[0] not in self.exact_ref):
-            self.shown = (utt_id, split, tokens, d)
-
-    def finish(self, report: dict[str, Any], work: epath.Path, label: str) -> dict[str, Any]:
-        """``report`` with ``boundary_error_ms`` and ``figure`` (``work/alignment.png``) added."""
-        if self.errors:
-            report["boundary_error_ms"] = _error_summary(np.concatenate(self.errors))
-        if self.shown is not None:
-            utt_id, split, tokens, d = self.shown
-            with np.load(_cache_path(work, split, utt_id)) as f:
-                mel = f["mel"].astype(np.float32)
-            exact = self.exact_ref.get(utt_id)
-            _plot_alignment(work / "alignment.png", utt_id, tokens, mel, d, exact, label)
-            report["figure"] = "alignment.png"
-        return report
+def finish_alignment_report(
+    report: dict[str, Any], tally: AlignmentTally, work: epath.Path, label: str
+) -> dict[str, Any]:
+    """``report`` with what both aligners report besides their own figures: the boundary error
+    against the exact timings where the corpus has them, and ``work/alignment.png`` of one
+    utterance (``AlignmentTally`` chooses it)."""
+    errors = tally.boundary_error_ms()
+    if errors is not None:
+        report["boundary_error_ms"] = errors
+    if tally.shown is not None:
+        utt_id, _, tokens, d, exact, mel = tally.shown
+        mel = np.asarray(mel() if callable(mel) else mel, np.float32)
+        _plot_alignment(work / "alignment.png", utt_id, tokens, mel, d, exact, label)
+        report["figure"] = "alignment.png"
+    return report
 
 
 def _silence_id(jobs) -> int:
@@ -1132,30 +1009,25 @@ def _silence_id(jobs) -> int:
     raise ValueError(f"no {SIL} token in any transcript; the G2P front-end must emit it.")
 
 
-def _aligner_examples(jobs, work: epath.Path, sil: int) -> tuple[list[dict], list[np.ndarray]]:
-    """The built-in aligner's examples (mel, token classes) and per-token minimum frames.
+def _cached_mel(work: epath.Path, split: str, utt_id: str) -> np.ndarray:
+    with np.load(_cache_path(work, split, utt_id)) as f:
+        return f["mel"].astype(np.float32)
 
-    The aligner's token classes: every phoneme its own; <sil>, <wb> and punctuation all the
-    silence class, optional (zero frames unless there is a pause). A word boundary or a comma
-    is not a sound: as classes of their own they became catch-alls that swallowed the phonemes
-    around them for the CTC recogniser (73-83% of phonemes got one frame on real speech). The
-    attention model, whose text encoder could use them, did no better with them apart (31.4%
-    one-frame phonemes against 31.9%), so both models see the one class.
-    """
+
+def _aligner_examples(jobs, work: epath.Path, sil: int) -> tuple[list[dict], list[np.ndarray]]:
+    """The built-in aligner's examples (mel, token classes: ``utterance.aligner_classes``) and
+    per-token minimum frames."""
     examples, min_frames = [], []
     for split, u, tokens, ids, _ in jobs:
-        spoken = np.asarray([is_phoneme(t) for t in tokens], bool)
-        acoustic = np.where(spoken, np.asarray(ids, np.int32), sil).astype(np.int32)
-        with np.load(_cache_path(work, split, u.id)) as f:
-            examples.append({"mel": f["mel"].astype(np.float32), "phonemes": acoustic})
-        min_frames.append(spoken.astype(np.int64))
+        acoustic, minimum = utt_lib.aligner_classes(tokens, ids, sil)
+        examples.append({"mel": _cached_mel(work, split, u.id), "phonemes": acoustic})
+        min_frames.append(minimum)
     return examples, min_frames
 
 
-def _train_aligner(examples: list[dict], aligner_dir: epath.Path, opts: PrepareOptions, sil: int):
-    """The built-in aligner (``configs/aligner.py``, ``opts.aligner_preset``) trained on the
-    corpus itself, with the silence class optional; returns the loaded ``Aligner``."""
-    from naturalspeech2_jax.align import api as align_api
+def train_aligner(examples: list[dict], aligner_dir: epath.Path, opts: PrepareOptions, sil: int):
+    """The built-in aligner (``configs/aligner.py``, ``opts.aligner_preset``) trained on these
+    examples, with the silence class optional, into ``aligner_dir``."""
     from naturalspeech2_jax.tasks import aligner as aligner_task
 
     overrides: dict[str, Any] = {}
@@ -1165,12 +1037,72 @@ def _train_aligner(examples: list[dict], aligner_dir: epath.Path, opts: PrepareO
     aligner_task.train_aligner(
         examples, os.fspath(aligner_dir), preset=opts.aligner_preset, **overrides
     )
+
+
+def check_aligner_checkpoint(aligner_dir: str | os.PathLike) -> None:
+    """One sentence (FileNotFoundError) when ``aligner_dir`` is not a trained aligner's run."""
+    if not os.path.isfile(os.path.join(os.fspath(aligner_dir), "config.json")):
+        raise FileNotFoundError(
+            f"aligner checkpoint {aligner_dir} holds no trained aligner (no config.json); "
+            "train one with python launch/prepare_data.py --corpus=... --train_aligner=DIR."
+        )
+
+
+def load_aligner(aligner_dir: str | os.PathLike):
+    """A trained built-in aligner (``align.api.Aligner``); one sentence when it is not one."""
+    from naturalspeech2_jax.align import api as align_api
+
+    check_aligner_checkpoint(aligner_dir)
     return align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))
 
 
+def train_aligner_on_corpus(
+    corpora: str | os.PathLike | Sequence[str | os.PathLike],
+    aligner_dir: str | os.PathLike,
+    *,
+    sample: int = 2000,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train the built-in aligner on ``sample`` utterances spread over the corpora, into
+    ``aligner_dir``: the job that comes before a Beam preparation that needs the aligner
+    (``aligner_checkpoint=aligner_dir``), since training is not per-utterance work. The
+    sample's features are computed (and cached, so that a killed run resumes) by the local
+    runner's stages under ``aligner_dir/_features``, and the training resumes from its last
+    checkpoint when run again. Returns a short report."""
+    opts = _checked_options(None, overrides)
+    if sample < 1:
+        raise ValueError(f"sample must be >= 1 utterances, not {sample}; e.g. 2000.")
+    corpora = [os.fspath(corpora)] if isinstance(corpora, str | os.PathLike) else list(corpora)
+    aligner_dir = epath.Path(os.path.abspath(os.fspath(aligner_dir)))
+    start = time.time()
+    splits = discover_splits(corpora, opts.layout)
+    items, _ = _encode_transcripts(splits, default_vocab())
+    if not items:
+        raise ValueError(f"no transcript of {', '.join(corpora)} could be phonemized.")
+    # spread over the listing (every speaker and split), not its first utterances
+    picks = np.unique(np.linspace(0, len(items) - 1, min(sample, len(items))).round().astype(int))
+    chosen = [items[i] for i in picks]
+    features = aligner_dir / "_features"
+    kept, _ = _audio_features_stage(chosen, features, opts)
+    jobs = []
+    for split, u, tokens, ids in kept:
+        with np.load(_cache_path(features, split, u.id)) as f:
+            jobs.append((split, u, tokens, ids, len(f["log_f0"])))
+    if not jobs:
+        raise ValueError(f"none of the {len(chosen)} sampled utterances has usable audio.")
+    sil = _silence_id(jobs)
+    examples, _ = _aligner_examples(jobs, features, sil)
+    train_aligner(examples, aligner_dir, opts, sil)
+    return {
+        "aligner_checkpoint": os.fspath(aligner_dir),
+        "utterances": len(examples),
+        "seconds": round(time.time() - start, 1),
+    }
+
+
 def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, exact_ref: dict):
-    """Train the built-in aligner on these utterances, align each one, score against exact
-    timings.
+    """Align each utterance with the built-in aligner (``opts.aligner_checkpoint``, else one
+    trained here on these utterances); score against exact timings.
 
     ``<sil>``, ``<wb>`` and punctuation may take zero frames (a word boundary or comma without a
     pause); every phoneme takes at least one. Writes ``alignment.png`` (mel, aligner boundaries
@@ -1179,7 +1111,12 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
     sil = _silence_id(jobs)
     examples, min_frames = _aligner_examples(jobs, work, sil)
     start = time.time()
-    aligner = _train_aligner(examples, work / "aligner", opts, sil)
+    if opts.aligner_checkpoint:
+        aligner_dir = opts.aligner_checkpoint
+    else:
+        aligner_dir = work / "aligner"
+        train_aligner(examples, aligner_dir, opts, sil)
+    aligner = load_aligner(aligner_dir)
     train_seconds = time.time() - start
     results = aligner.align_batch(
         [e["mel"] for e in examples],
@@ -1187,18 +1124,14 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
         min_frames=min_frames,
         on_error="return",
     )
-    scoring, confidence = _Scoring(exact_ref), {}
+    tally = AlignmentTally()
     for (split, u, tokens, _, n_frames), res in zip(jobs, results, strict=True):
-        if isinstance(res, AlignmentError):
-            durations[u.id] = f"alignment failure: {res}"
-            continue
-        d = np.asarray(res.durations, np.int32)
-        if int(d.sum()) != n_frames:
-            durations[u.id] = f"alignment failure: durations sum {int(d.sum())} != {n_frames}"
-            continue
+        d = utt_lib.checked_alignment(res, n_frames)
         durations[u.id] = d
-        confidence.setdefault(split, []).append(res.confidence)
-        scoring.add(u.id, split, tokens, d)
+        if isinstance(d, str):
+            continue
+        mel = functools.partial(_cached_mel, work, split, u.id)
+        tally.add(u.id, split, tokens, d, exact_ref.get(u.id), res.confidence, mel)
     report = {
         "utterances": len(jobs),
         "train_seconds": round(train_seconds, 1),
@@ -1206,9 +1139,9 @@ def _run_aligner(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, 
         "min_frames": _MIN_FRAMES,
         # mean per-token log-prob of the Viterbi path over the utterance's tokens: about
         # -log(tokens) (-3.5 for 35) when the emissions are no better than uniform
-        "confidence_by_split": {s: round(float(np.mean(c)), 3) for s, c in confidence.items()},
+        "confidence_by_split": tally.means(),
     }
-    return scoring.finish(report, work, "built-in aligner")
+    return finish_alignment_report(report, tally, work, "built-in aligner")
 
 
 _SPHINX = None  # one decoder per worker process
@@ -1222,19 +1155,11 @@ def _sphinx_job(job: tuple) -> tuple[str, Any, dict | None]:
         _SPHINX = sphinx.SphinxAligner()
     with np.load(cache) as f:
         audio = f["audio"]
-    try:
-        d, stats = _SPHINX.align(
-            audio,
-            sphinx.transcript_words(text),
-            tokens,
-            [is_phoneme(t) for t in tokens],
-            n_frames,
-            FRAME_RATE,
-            pronounce=sphinx.espeak_pronunciation,
-        )
-    except sphinx.AlignmentError as err:
-        return utt_id, f"alignment failure (pocketsphinx): {err}", None
+    d, stats = utt_lib.sphinx_durations(_SPHINX, audio, text, tokens, n_frames)
     return utt_id, d, stats
+
+
+SPHINX_MODEL = "pocketsphinx en-us (pretrained HMM, CMUdict + espeak-ng for missing words)"
 
 
 def _run_sphinx(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, exact_ref: dict):
@@ -1252,32 +1177,22 @@ def _run_sphinx(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, e
     results = _map_in_workers(
         _sphinx_job, work_items, workers, 8, desc="pocketsphinx", progress=opts.progress
     )
-    scoring, match = _Scoring(exact_ref), {}
+    tally = AlignmentTally()
     for utt_id, d, stats in sorted(results, key=lambda r: r[0]):
         durations[utt_id] = d
         if isinstance(d, str):
             continue
         split, tokens = by_id[utt_id]
-        match.setdefault(split, []).append(stats["exact_match_share"])
-        scoring.add(utt_id, split, tokens, d)
+        mel = functools.partial(_cached_mel, work, split, utt_id)
+        tally.add(utt_id, split, tokens, d, exact_ref.get(utt_id), stats["exact_match_share"], mel)
     report: dict[str, Any] = {
-        "model": "pocketsphinx en-us (pretrained HMM, CMUdict + espeak-ng for missing words)",
+        "model": SPHINX_MODEL,
         "utterances": len(jobs),
         "align_seconds": round(time.time() - start, 1),
         "min_frames": _MIN_FRAMES,
-        "phone_match_by_split": {s: round(float(np.mean(m)), 3) for s, m in match.items()},
+        "phone_match_by_split": tally.means(),
     }
-    return scoring.finish(report, work, "pocketsphinx")
-
-
-def _error_summary(all_err: np.ndarray) -> dict[str, float]:
-    return {
-        "median": float(np.median(all_err)),
-        "mean": float(np.mean(all_err)),
-        "p90": float(np.percentile(all_err, 90)),
-        "within_25ms": float(np.mean(all_err <= 25)),
-        "boundaries": int(all_err.size),
-    }
+    return finish_alignment_report(report, tally, work, "pocketsphinx")
 
 
 def _plot_alignment(

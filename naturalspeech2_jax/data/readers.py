@@ -5,7 +5,7 @@ Every reader returns a :class:`CorpusListing`: the good utterances plus a list o
 ``wav.scp`` command, duplicate id, ...). A bad item is reported and skipped, never silently
 dropped, so data preparation can print what was left out and why.
 
-Layouts (``detect_layout`` tries them in this order):
+Layouts (``detect_layout`` tries them in this order, ``manifest`` first):
 
 ``kaldi``        ``text`` (``<utt> <transcript>``) + ``utt2spk`` and/or ``wav.scp`` (optionally
                  with ``segments``); without ``wav.scp`` the audio is found as
@@ -19,6 +19,12 @@ Layouts (``detect_layout`` tries them in this order):
 ``librispeech``  ``<spk>/<chapter>/<spk>-<chapter>.trans.txt`` + ``<utt>.flac`` (any depth above).
 ``folder``       audio files with a same-name ``.txt`` (or MFA's ``.lab``) transcript, any depth;
                  the speaker is the parent folder's name.
+``manifest``     ``manifest.tsv``: a header line, then ``id<TAB>speaker<TAB>audio<TAB>text``
+                 (optionally ``<TAB>start<TAB>end`` seconds), audio relative to the folder,
+                 absolute, or a URL (``gs://...``). The listing of a corpus too large to walk:
+                 the Beam runner streams it (``manifest_line`` per line) instead of holding it;
+                 ``python launch/prepare_data.py --corpus=C --write_manifest=F`` writes one
+                 from any layout. An id on several lines is rejected on each of them.
 
 Transcripts are only whitespace-normalised here (text normalisation and G2P belong to the text
 module). Audio is checked for existence and non-zero size; ``check_audio=True`` also opens each
@@ -55,6 +61,10 @@ __all__ = [
     "read_mls",
     "read_ljspeech",
     "read_folder",
+    "read_manifest",
+    "manifest_line",
+    "write_manifest",
+    "MANIFEST_FILE",
 ]
 
 # Order = preference when one stem exists with several extensions.
@@ -62,7 +72,9 @@ AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
 
 
 #: Bumped when a reader's output for the same files changes (recorded with prepared datasets).
-READER_VERSION = 2  # 2: transcripts that are not UTF-8 are refused, never decoded with U+FFFD
+#: 2: transcripts that are not UTF-8 are refused, never decoded with U+FFFD; 3: a folder with a
+#: manifest.tsv is a manifest corpus.
+READER_VERSION = 3
 
 
 class CorpusError(ValueError):
@@ -615,7 +627,91 @@ def read_folder(
     return b.listing()
 
 
+MANIFEST_FILE = "manifest.tsv"
+MANIFEST_COLUMNS = ("id", "speaker", "audio", "text", "start", "end")
+
+
+def _manifest_audio(root: str, value: str) -> Path | str:
+    if "://" in value:
+        return value  # a URL: the audio stage reads it through etils.epath
+    p = Path(value)
+    return p if p.is_absolute() else Path(root) / p
+
+
+def manifest_line(root: str | os.PathLike, line: str) -> Utterance | tuple[str, str]:
+    """One line of a ``manifest.tsv`` in ``root``: the utterance, or (item, reason) when it
+    cannot be one. Stateless, so that Beam workers parse a manifest's lines independently."""
+    fields = line.rstrip("\n").split("\t")
+    item = fields[0].strip() or f"{MANIFEST_FILE} line {line[:40]!r}"
+    if len(fields) not in (4, 6):
+        columns = ", ".join(MANIFEST_COLUMNS)
+        return item, f"expected 4 or 6 tab-separated fields ({columns}), got {len(fields)}"
+    utt_id, speaker, audio, text = (f.strip() for f in fields[:4])
+    start = end = None
+    if len(fields) == 6:
+        try:
+            start, end = (float(f) if f.strip() else None for f in fields[4:])
+        except ValueError:
+            return item, f"start/end are not numbers: {fields[4]!r}, {fields[5]!r}"
+    text = _clean_text(text)
+    if not text:
+        return item, "empty transcript"
+    if not speaker:
+        return item, "no speaker"
+    if not audio:
+        return item, "missing audio (no file found for this utterance)"
+    path = _manifest_audio(os.fspath(root), audio)
+    if isinstance(path, Path):
+        why = _audio_problem(path, check_audio=False)
+        if why:
+            return item, why
+    if start is not None and end is not None and 0 <= end <= start:
+        return item, f"segment end {end} is not after its start {start}"
+    return Utterance(utt_id, speaker, text, path, start, end)
+
+
+def read_manifest(
+    root: str | os.PathLike, check_audio: bool = False, alignment_dir=None
+) -> CorpusListing:
+    """A ``manifest.tsv`` corpus read whole (the local runner; Beam streams it)."""
+    root = Path(root)
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise CorpusError(f"{root} has no {MANIFEST_FILE}; it is not a manifest corpus.")
+    lines = [line for line in _read_lines(path)[1:] if line.strip()]
+    parsed = [manifest_line(root, line) for line in lines]
+    counts = Counter(p.id for p in parsed if isinstance(p, Utterance))
+    utts, problems = [], []
+    for p in parsed:
+        if isinstance(p, tuple):
+            problems.append(p)
+        elif counts[p.id] > 1:
+            problems.append((p.id, duplicate_in_manifest(counts[p.id])))
+        else:
+            utts.append(p)
+    return CorpusListing(root, "manifest", utts, problems)
+
+
+def duplicate_in_manifest(times: int) -> str:
+    return f"utterance id on {times} lines of the manifest; give each utterance its own id"
+
+
+def write_manifest(listing: CorpusListing, path: str | os.PathLike) -> int:
+    """Write ``listing`` as a ``manifest.tsv`` at ``path`` (absolute audio paths); returns the
+    number of utterances written. Tabs and newlines in transcripts become spaces."""
+    rows = ["\t".join(MANIFEST_COLUMNS) + "\n"]
+    for u in listing:
+        start = "" if u.start is None else repr(u.start)
+        end = "" if u.end is None else repr(u.end)
+        text = " ".join(u.text.split())
+        audio = u.audio_path if "://" in str(u.audio_path) else Path(u.audio_path).resolve()
+        rows.append(f"{u.id}\t{u.speaker}\t{audio}\t{text}\t{start}\t{end}\n")
+    Path(path).write_text("".join(rows), encoding="utf-8")
+    return len(rows) - 1
+
+
 _READERS = {
+    "manifest": read_manifest,
     "kaldi": read_kaldi,
     "mls": read_mls,
     "ljspeech": read_ljspeech,
@@ -639,6 +735,8 @@ def detect_layout(path: str | os.PathLike) -> str:
     root = Path(path)
     if not root.is_dir():
         raise CorpusError(f"corpus folder {root} does not exist")
+    if (root / MANIFEST_FILE).is_file():
+        return "manifest"
     if (root / "text").is_file() and any(
         (root / f).is_file() for f in ("utt2spk", "wav.scp", "segments")
     ):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,21 +68,10 @@ def write_dataset(
             check_example(ex, where=str(ex.get("id", "?")))
             yield str(ex["id"]), ex
 
-    builder_cls = type(
-        "".join(p.capitalize() for p in name.split("_")),
-        (tfds.core.GeneratorBasedBuilder,),
-        {
-            "VERSION": tfds.core.Version(VERSION),
-            "name": name,
-            "_info": lambda self: tfds.core.DatasetInfo(
-                builder=self, description=description, features=features(num_quantizers)
-            ),
-            "_split_generators": lambda self, dl_manager: {s: examples(s) for s in splits},
-            "_generate_examples": lambda self, **kw: iter(()),
-        },
-        skip_registration=True,  # one builder class per call; names may repeat in a process
-    )
-    builder = builder_cls(data_dir=str(data_dir), file_format="array_record")
+    builder = _builder(
+        data_dir, name, description, features(num_quantizers),
+        lambda self, dl_manager: {s: examples(s) for s in splits},
+    )  # fmt: skip
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
             download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
@@ -97,6 +86,107 @@ def write_dataset(
         with (out / f"frames_{split}.npy").open("wb") as f:
             np.save(f, lengths)
     return out
+
+
+def _builder(data_dir, name: str, description: str, spec, split_generators):
+    """A one-off TFDS builder of ``name`` whose ``_split_generators`` is ``split_generators``
+    (written to ArrayRecord)."""
+    builder_cls = type(
+        "".join(p.capitalize() for p in name.split("_")),
+        (tfds.core.GeneratorBasedBuilder,),
+        {
+            "VERSION": tfds.core.Version(VERSION),
+            "name": name,
+            "_info": lambda self: tfds.core.DatasetInfo(
+                builder=self, description=description, features=spec
+            ),
+            "_split_generators": split_generators,
+            "_generate_examples": lambda self, **kw: iter(()),
+        },
+        skip_registration=True,  # one builder class per call; names may repeat in a process
+    )
+    return builder_cls(data_dir=str(data_dir), file_format="array_record")
+
+
+def write_dataset_with_beam(
+    data_dir: str | epath.Path,
+    name: str,
+    splits: Sequence[str],
+    build: Callable[[Any, Sequence[str]], Mapping[str, Any]],
+    beam_options: Any,
+    *,
+    frames_of: Callable[[str], Mapping[str, int]],
+    description: str = "",
+    nothing_survived: Callable[[], Exception] | None = None,
+) -> epath.Path:
+    """``write_dataset`` on Apache Beam: ``build(pipeline, splits)`` returns {split:
+    PCollection of (id, example)} (examples already checked); TFDS's Beam writer shards them
+    as ArrayRecord.
+
+    ``frames_<split>.npy`` is written in record order from ``frames_of(split)`` ({id: frames},
+    which the pipeline wrote), not by reading every record back (terabytes at the paper's
+    scale): both TFDS writers order records by a salted hash of their key, so sorting the ids
+    by that hash gives the order, checked against records read back at a few positions.
+
+    TFDS's Beam writer refuses a split with no examples, which only the run can tell: the
+    run is repeated without the splits it names (every utterance of them rejected), and when
+    none is left ``nothing_survived()`` is raised.
+    """
+    splits = list(splits)
+    while True:
+        remove_incomplete(epath.Path(data_dir) / name)
+        builder = _builder(
+            data_dir, name, description, features(),
+            lambda self, dl_manager, pipeline, s=tuple(splits): dict(build(pipeline, s)),
+        )  # fmt: skip
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS,
+                    beam_options=beam_options,
+                )
+            )
+            break
+        except Exception as err:  # noqa: BLE001 - Beam wraps the writer's error in its own
+            empty = [s for s in splits if _EMPTY_SPLIT.format(s) in str(err)]
+            if not empty:
+                raise
+            log.warning("no example of split(s) %s survived; writing the others", empty)
+            splits = [s for s in splits if s not in empty]
+            if not splits:
+                remove_incomplete(epath.Path(data_dir) / name)
+                error = nothing_survived() if nothing_survived else ValueError(f"{name}: empty")
+                raise error from None
+    out = epath.Path(builder.data_dir)
+    source = builder.as_data_source()
+    for split in splits:
+        _write_frames_in_record_order(out, split, frames_of(split), source[split])
+    return out
+
+
+# TFDS's writer (writer.py, _check_num_examples) on a split without examples.
+_EMPTY_SPLIT = "The total number of generated examples is 0 for split {}."
+
+
+def _write_frames_in_record_order(out: epath.Path, split: str, frames: Mapping[str, int], ds):
+    """``frames_<split>.npy`` from {id: frames}: ids sorted by TFDS's salted key hash (the
+    record order), checked against the records at three positions; read back whole if not."""
+    from tensorflow_datasets.core import hashing
+
+    ids = sorted(frames, key=hashing.Hasher(salt=split).hash_key)
+    lengths = np.array([frames[i] for i in ids], np.int32)
+    if len(ds) != len(lengths):
+        raise RuntimeError(f"{out} split {split}: {len(ds)} records but {len(lengths)} lengths.")
+    for i in sorted({0, len(ds) // 2, len(ds) - 1}):
+        record = ds[i]
+        got = (record["id"].decode(), len(record["log_f0"]))
+        if got != (ids[i], lengths[i]):  # TFDS ordered its records otherwise: read them all
+            log.warning("%s split %s: records are not in key-hash order; reading them back "
+                        "for frames_%s.npy", out, split, split)  # fmt: skip
+            lengths = np.array([len(ds[k]["log_f0"]) for k in range(len(ds))], np.int32)
+            break
+    with (out / f"frames_{split}.npy").open("wb") as f:
+        np.save(f, lengths)
 
 
 def remove_incomplete(name_dir: epath.Path) -> list[str]:

@@ -124,7 +124,27 @@ def make_folder(root: Path) -> Path:
     return root
 
 
+def make_manifest(root: Path) -> Path:
+    """manifest.tsv: relative and absolute audio, a segment, and lines that are not utterances."""
+    a1 = audio(root / "wav" / "a1.wav")
+    audio(root / "wav" / "a2.flac", seconds=1.0)
+    rows = [
+        "id\tspeaker\taudio\ttext\tstart\tend",
+        "a1\talice\twav/a1.wav\t  Hello   there. \t\t",
+        "a2\talice\t" + str((root / "wav" / "a2.flac").resolve()) + "\tA segment.\t0.2\t0.7",
+        "dup\tbob\twav/a1.wav\tOne.",
+        "dup\tbob\twav/a1.wav\tTwo.",
+        "short\tbob\twav/a1.wav",
+        "gone\tbob\twav/missing.wav\tNo file.",
+        "empty\tbob\t" + str(a1) + "\t   ",
+        "",
+    ]
+    write(root / "manifest.tsv", "\n".join(rows))
+    return root
+
+
 MAKERS = {
+    "manifest": make_manifest,
     "kaldi": make_kaldi_speaker_dirs,
     "libritts": make_libritts,
     "librispeech": make_librispeech,
@@ -149,6 +169,29 @@ def test_detect_layout(tmp_path, layout):
     assert listing.layout == layout and len(listing) > 0
     for u in listing:
         assert u.audio_path.is_file() and u.text == " ".join(u.text.split()) and u.speaker
+
+
+def test_manifest_lines_are_utterances_or_reasons(tmp_path):
+    from naturalspeech2_jax.data.readers import manifest_line, read_manifest, write_manifest
+
+    listing = read_manifest(make_manifest(tmp_path / "m"))
+    by_id = {u.id: u for u in listing}
+    assert set(by_id) == {"a1", "a2"}
+    assert by_id["a1"].text == "Hello there." and by_id["a1"].audio_path.is_file()
+    assert (by_id["a2"].start, by_id["a2"].end) == (0.2, 0.7)
+    why = dict(listing.problems)
+    assert "2 lines" in why["dup"] and "4 or 6" in why["short"]
+    assert "missing" in why["gone"] and "empty transcript" in why["empty"]
+    # written back as a manifest (absolute paths), it reads as the same utterances
+    assert write_manifest(listing, tmp_path / "again.tsv") == 2
+    lines = (tmp_path / "again.tsv").read_text().splitlines()[1:]
+    again = [manifest_line(tmp_path / "elsewhere", line) for line in lines]
+    assert [(u.id, u.text, u.audio_path, u.start, u.end) for u in again] == [
+        (u.id, u.text, u.audio_path.resolve(), u.start, u.end) for u in listing
+    ]
+    # a URL is kept as is (the audio stage reads it through etils.epath)
+    url = manifest_line(tmp_path, "u\ts\tgs://bucket/a.flac\tHi.")
+    assert url.audio_path == "gs://bucket/a.flac"
 
 
 def test_detect_layout_errors(tmp_path):
