@@ -4,14 +4,26 @@
     python launch/codec.py decode   --checkpoint RUN codes.npy out.wav
     python launch/codec.py resynth  --checkpoint RUN in.flac out.wav [--n_q 8]
     python launch/codec.py stats    --checkpoint RUN DATASET_DIR [--split train,cathy]
-    python launch/codec.py encode-dataset --checkpoint RUN DATA/<name>/1.0.0 OUT/1.0.0
+    python launch/codec.py encode-dataset --checkpoint RUN DATA/<name>/1.0.0 OUT/1.0.0 \
+        [--splits train,heldout] [--batch_size 8] [--devices N] [--bucket_frames 50] \
+        [--distributed]
 
 RUN is the --workdir of ``launch/train.py --config=configs/codec.py``. ``encode`` reads any sample
 rate (resampled to 16 kHz) and writes int32 codes [frames, n_q] (.npy); ``decode`` writes 16 kHz
 audio of frames * 200 samples; ``resynth`` writes 16 kHz audio with the input's duration;
 ``stats`` writes RUN/latent_stats.npz (per-channel mean/std of the latent z); ``encode-dataset``
 writes a sibling prepared dataset with the 16 code ids of every frame (see
-``naturalspeech2_jax/inference/codec.py``). Errors are one line on stderr with exit status 2.
+``naturalspeech2_jax/inference/codes_dataset.py``). Errors are one line on stderr with exit
+status 2.
+
+``encode-dataset`` encodes on every local device (or the first ``--devices``): utterances of equal
+length padded to ``--bucket_frames`` frames go ``--batch_size`` per device into one call, the
+batch split over the devices, and every utterance gets the codes ``encode`` gives it alone. With
+``--distributed`` (or NS2_DISTRIBUTED=1) it first starts ``jax.distributed``; run the same
+command on every host: host p of P encodes the p-th of P contiguous blocks of examples with its
+devices and writes its own shards into OUT (a shared filesystem every host writes), and host 0
+then writes the metadata that makes them one dataset, records in the source's order. OUT must not
+hold a dataset yet.
 """
 
 from __future__ import annotations
@@ -46,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "encode-dataset":
             p.add_argument("--splits", default="", help="comma-separated (default: all)")
             p.add_argument("--bucket_frames", type=int, default=50)
+            p.add_argument("--batch_size", type=int, default=8, help="utterances per device")
+            p.add_argument("--devices", type=int, default=None, help="local devices (default: all)")
+            p.add_argument("--distributed", action="store_true",
+                           help="start jax.distributed: every host encodes its share")  # fmt: skip
     return parser
 
 
@@ -54,6 +70,8 @@ def check_args(args: argparse.Namespace) -> None:
     range, a missing input file or dataset folder."""
     for flag, value in (("--n_q", getattr(args, "n_q", None)),
                         ("--bucket_frames", getattr(args, "bucket_frames", None)),
+                        ("--batch_size", getattr(args, "batch_size", None)),
+                        ("--devices", getattr(args, "devices", None)),
                         ("--max_examples", getattr(args, "max_examples", None))):  # fmt: skip
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be an integer >= 1, got {value}.")
@@ -90,6 +108,10 @@ def run(args: argparse.Namespace) -> None:
         path = codec_api.save_latent_stats(stats, args.checkpoint)
         print(f"{path}: {stats['frames']} frames, mean |mu| {abs(stats['mean']).mean():.3f}")
     elif args.command == "encode-dataset":
+        from naturalspeech2_jax import parallel
+
+        # Before anything touches a device: jax.distributed must start first.
+        parallel.maybe_initialize_distributed(args.distributed)
         splits = [s for s in args.splits.split(",") if s] or None
         out = codes_dataset.encode_dataset(
             args.checkpoint,
@@ -97,8 +119,11 @@ def run(args: argparse.Namespace) -> None:
             args.output,
             splits=splits,
             bucket_frames=args.bucket_frames,
+            batch_size=args.batch_size,
+            devices=args.devices,
         )
-        print(out)
+        if parallel.is_main_process():
+            print(out)
 
 
 def main(argv: list[str] | None = None) -> int:

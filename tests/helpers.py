@@ -225,6 +225,38 @@ def codec_train_cli(workdir: pathlib.Path, cache: pathlib.Path, *flags: str) -> 
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def run_local_processes(argv: list[str], count: int = 2, xla_flags: str = "") -> list[str]:
+    """``argv`` as ``count`` processes of one JAX job on 127.0.0.1 (``NS2_DISTRIBUTED=1`` and
+    ``NS2_COORDINATOR``/``NS2_NUM_PROCESSES``/``NS2_PROCESS_ID``, which
+    ``parallel.maybe_initialize_distributed`` reads; CPU devices, gloo). Waits for all, asserts
+    each exited 0 and returns their stdouts, process 0 first."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for i in range(count):
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS=xla_flags,
+            NS2_DISTRIBUTED="1",
+            NS2_COORDINATOR=f"127.0.0.1:{port}",
+            NS2_NUM_PROCESSES=str(count),
+            NS2_PROCESS_ID=str(i),
+            # the processes import the package from this checkout, installed or not
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        )
+        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(subprocess.Popen(argv, env=env, **pipes))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return [out for out, _ in outs]
+
+
 def jit_build(ctor):
     """Construct an NNX module inside one jit (eager init compiles one kernel per tensor)."""
     import jax

@@ -43,7 +43,6 @@ import logging
 import math
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import sys
@@ -62,13 +61,30 @@ from naturalspeech2_jax import HOP_LENGTH
 from naturalspeech2_jax.align import sphinx
 from naturalspeech2_jax.data import readers
 from naturalspeech2_jax.data import utterance as utt_lib
+from naturalspeech2_jax.data.card import (  # noqa: F401 (reason_class: public here since before)
+    FINGERPRINT_FILE,
+    SPHINX_MODEL,
+    PrepareResult,
+    dataset_card,
+    finish_alignment_report,
+    reason_class,
+)
+from naturalspeech2_jax.data.card import MIN_FRAMES as _MIN_FRAMES
+from naturalspeech2_jax.data.card import atomic_write as _atomic_write
+from naturalspeech2_jax.data.card import surviving_splits as _surviving_splits
+from naturalspeech2_jax.data.card import write_card as _write_card  # tests patch it here
+from naturalspeech2_jax.data.readers import discover_splits
+from naturalspeech2_jax.data.readers import listing_problems as _listing_problems
 from naturalspeech2_jax.data.utterance import (  # noqa: F401 (public here since before the split)
     FEATURE_DTYPES,
     FRAME_RATE,
     AlignmentTally,
     SplitTally,
     boundaries_to_durations,
+    check_aligner_checkpoint,
     exact_durations,
+    load_aligner,
+    resolve_aligner,
     textgrid_durations,
 )
 from naturalspeech2_jax.text.g2p import SIL, phonemize_batch
@@ -83,12 +99,10 @@ log = logging.getLogger(__name__)
 
 ALIGNERS = ("auto", "pocketsphinx", "builtin")
 DURATION_SOURCES = ("auto", "aligner", "exact")
-_MIN_FRAMES = "1 per phoneme, 0 for <sil>, <wb> and punctuation"  # both aligners' constraint
 #: Bumped when preparing the same corpus with the same options gives different data; recorded
 #: in ``prepared_from.json`` with the readers' version. 2: utterances with characters the text
 #: front end cannot pronounce are rejected.
 PREPARE_VERSION = 2
-FINGERPRINT_FILE = "prepared_from.json"
 # Options that do not change the prepared data (how fast, how loud, where): not fingerprinted.
 _UNRECORDED_OPTIONS = ("name", "num_workers", "progress", "overwrite", "runner", "beam_options")
 RUNNERS = ("local", "beam")
@@ -127,12 +141,6 @@ class PrepareOptions:
     # e.g. ["--runner=DataflowRunner", "--project=...", ...]; default the DirectRunner).
     runner: str = "local"
     beam_options: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass
-class PrepareResult:
-    dataset_dir: epath.Path
-    card: dict[str, Any]
 
 
 # One utterance on its way through the stages: (split, utterance, tokens, ids). The durations
@@ -452,17 +460,6 @@ def _remove_unfinished(name_dir: epath.Path, out_dir: epath.Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _atomic_write(path: epath.Path, data: str | bytes) -> None:
-    """Write ``path`` through a temporary file renamed over it: a kill leaves the old file or
-    the new one, never a part of it."""
-    tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(os.fspath(tmp), os.fspath(path))
-
-
 def _fresh_work_dir(work: epath.Path, fingerprint: dict[str, Any]) -> None:
     """Create ``work``; its feature cache is kept (an interrupted run resumes) only when it was
     made from the same inputs, else it is emptied first."""
@@ -485,60 +482,6 @@ def _cache_path(work: epath.Path, split: str, utt_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ reading
-def _split_name(path: epath.Path) -> str:
-    name = re.sub(r"[^0-9a-zA-Z_]", "_", path.name).strip("_").lower()
-    return name or "train"
-
-
-def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[str, Any]]:
-    """(split name, CorpusListing) for each corpus path, or each sub-corpus of a folder."""
-    out = []
-    for corpus in corpora:
-        path = epath.Path(corpus)
-        if not path.is_dir():
-            raise FileNotFoundError(f"corpus {path} is not a directory; pass a corpus folder.")
-        # CorpusEncodingError is never swallowed: a file that is not UTF-8 is the reason the
-        # corpus cannot be read, whatever the layout, and its message names file and line.
-        subs = []
-        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-            try:
-                if layout or readers.detect_layout(sub) != "folder":
-                    subs.append((_split_name(sub), readers.read_corpus(sub, layout=layout)))
-            except readers.CorpusEncodingError:
-                raise
-            except readers.CorpusError:
-                continue
-        root_error = None
-        try:
-            # A folder of corpora (train/, dev/ ...) would also read as one plain "folder"
-            # corpus; the structured sub-corpora win then.
-            root_layout = layout or readers.detect_layout(path)
-            if not (subs and root_layout == "folder"):
-                out.append((_split_name(path), readers.read_corpus(path, layout=layout)))
-                continue
-        except readers.CorpusEncodingError:
-            raise
-        except readers.CorpusError as e:
-            root_error = e
-        if not subs:
-            if layout and root_error is not None:  # the reader of the named layout says why
-                raise readers.CorpusError(f"{root_error} (--layout={layout})") from root_error
-            raise ValueError(
-                f"{path} is not a corpus of any known layout and holds none; give "
-                "--layout=kaldi|libritts|librispeech|vctk|mls|ljspeech|folder or another path."
-            )
-        out.extend(subs)
-    names = [n for n, _ in out]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two corpora map to the same split name in {names}; rename a folder.")
-    return out
-
-
-def _listing_problems(splits: list[tuple[str, Any]]) -> _Rejected:
-    """What the readers could not list (missing audio, lines that do not parse)."""
-    return [
-        (split, str(item), reason) for split, listing in splits for item, reason in listing.problems
-    ]
 
 
 # ------------------------------------------------------------------------------------ text
@@ -778,47 +721,6 @@ def _edge_crops(final, durations: dict, max_seconds: float | None) -> dict[str, 
 
 
 # ------------------------------------------------------------------------------------ writing
-def _surviving_splits(
-    splits: list[tuple[str, Any]],
-    final: list[_Item],
-    corpora: list[str],
-    rejected: _Rejected,
-    work: epath.Path,
-) -> list[str]:
-    """The splits that kept at least one utterance, in corpus order; none is an error with the
-    tally of every reason, after writing ``rejected.tsv`` into ``work``."""
-    split_names = [s for s, _ in splits if any(x[0] == s for x in final)]
-    if not split_names:
-        tsv = work / "rejected.tsv"
-        _write_rejected(tsv, rejected)
-        tally = ", ".join(f"{n} {r}" for r, n in _reason_tally(rejected).most_common())
-        raise ValueError(
-            f"no utterance of {', '.join(corpora)} survived preparation: {len(rejected)} "
-            f"rejected ({tally or 'none listed'}); each one and its reason is in {tsv}."
-        )
-    return split_names
-
-
-def reason_class(reason: str) -> str:
-    """The kind of a rejection reason, for tallies: its text before any ``:`` or ``(``, without
-    file paths or quoted names ("audio file /a/b.flac is empty (0 bytes)" -> "audio file is
-    empty"); ``rejected.tsv`` keeps the whole reason."""
-    head = re.split(r"[:(]", reason, maxsplit=1)[0]
-    head = re.sub(r"'[^']*'|\"[^\"]*\"", " ", head)
-    words = [w for w in head.split() if "/" not in w and os.sep not in w]
-    return " ".join(words) or reason.strip()
-
-
-def _reason_tally(rejected: _Rejected) -> Counter:
-    return Counter(reason_class(r) for _, _, r in rejected)
-
-
-def _write_rejected(path: epath.Path, rejected: _Rejected) -> None:
-    """``rejected.tsv``, sorted by split and item: the same file whichever runner (and in
-    whichever order its workers) found them."""
-    lines = ["split\titem\treason\n"]
-    lines += [f"{split}\t{item}\t{reason}\n" for split, item, reason in sorted(rejected)]
-    _atomic_write(path, "".join(lines))
 
 
 def _split_examples(
@@ -852,152 +754,7 @@ def split_tallies(final: list[_Item], durations: dict, splits: list[str]) -> dic
     return tallies
 
 
-def dataset_card(
-    opts: PrepareOptions,
-    *,
-    corpora: list[str],
-    version: str,
-    vocab: PhonemeVocab,
-    tallies: dict[str, SplitTally],
-    source_counts: Counter,
-    align_report: dict[str, Any],
-    rejected: _Rejected,
-    seconds: dict[str, float],
-) -> dict[str, Any]:
-    """The dataset card (``card.json``): what went in, what came out, where the durations came
-    from and how plausible they look, what was rejected and why, how long it took. Both
-    runners make it from the same tallies (``utterance.SplitTally``, one per split)."""
-    pooled = SplitTally()
-    for t in tallies.values():
-        pooled.merge(t)  # merge changes ``pooled`` only
-    card = {
-        "name": opts.name,
-        "corpora": corpora,
-        "version": version,
-        "vocab_version": vocab.version,
-        "splits": {
-            s: {
-                "utterances": t.utterances,
-                "speakers": len(t.speakers),
-                "hours": float(t.frames / FRAME_RATE / 3600),
-            }
-            for s, t in tallies.items()
-        },
-        "durations_source": dict(source_counts),
-        "duration_stats": pooled.duration_stats(),
-        # per split too: a corpus the aligner fails on hides behind one it aligns well when
-        # pooled (../shared/data: cathy median 6 frames, speechocean 1, pooled 3)
-        "duration_stats_by_split": {s: t.duration_stats() for s, t in tallies.items()},
-        "aligner": align_report,
-        "rejected_total": len(rejected),
-        "rejected_by_reason": dict(_reason_tally(rejected)),
-        "options": json.loads(json.dumps(dataclasses.asdict(opts))),  # as card.json reads back
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
-    }
-    total_hours = sum(v["hours"] for v in card["splits"].values())
-    card["throughput_audio_hours_per_hour"] = total_hours / max(seconds["total"], 1) * 3600
-    return card
-
-
-def _write_card(
-    out: epath.Path, card: dict, lengths: dict[str, np.ndarray], rejected, fingerprint: dict
-) -> None:
-    """Into ``out``, in this order: ``lengths.png``, ``rejected.tsv``, ``card.md`` (which links
-    the figures, written after them), ``prepared_from.json`` and last ``card.json``, the mark of
-    a complete dataset. Each file appears whole or not at all (:func:`_atomic_write`), so a kill
-    never leaves a card that links a missing figure or a complete-looking, unfingerprinted
-    dataset."""
-    tmp = out / f".lengths.png.tmp{os.getpid()}.png"
-    _plot_lengths(tmp, lengths)
-    os.replace(os.fspath(tmp), os.fspath(out / "lengths.png"))
-    _write_rejected(out / "rejected.tsv", rejected)
-    figures = ["lengths.png"] + (["alignment.png"] if card.get("aligner", {}).get("figure") else [])
-    missing = [f for f in figures if not (out / f).exists()]
-    if missing:  # a bug guard: card.md must never link a figure that is not there
-        raise AssertionError(f"card.md would link missing figures {missing} in {out}")
-    _atomic_write(out / "card.md", _card_markdown(card))
-    _atomic_write(out / FINGERPRINT_FILE, json.dumps(fingerprint, indent=1))
-    _atomic_write(out / "card.json", json.dumps(card, indent=1))
-
-
-def _card_markdown(card: dict) -> str:
-    lines = [f"# Dataset card: {card['name']}", "", f"Source: {', '.join(card['corpora'])}", ""]
-    lines += ["| split | utterances | speakers | hours |", "|---|---|---|---|"]
-    for split, s in card["splits"].items():
-        lines.append(f"| {split} | {s['utterances']} | {s['speakers']} | {s['hours']:.3f} |")
-    lines += [
-        "",
-        f"Durations from: {card['durations_source']}",
-        f"Duration statistics: {card.get('duration_stats', {})}",
-        f"Rejected: {card['rejected_total']} ({card['rejected_by_reason']})",
-        f"Phoneme vocabulary version: {card['vocab_version']}",
-        "",
-        "![lengths](lengths.png)",
-        "",
-    ]
-    if card.get("aligner"):
-        lines += [f"Aligner: {card['aligner']}", ""]
-        if card["aligner"].get("figure"):
-            lines += ["![alignment](alignment.png)", ""]
-    return "\n".join(lines)
-
-
-def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (imported here: only the card draws)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _plot_lengths(path: epath.Path, lengths: dict[str, np.ndarray]) -> None:
-    """Histogram of utterance lengths in seconds, one colour per split."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3))
-    for split, frames in lengths.items():
-        ax.hist(frames / FRAME_RATE, bins=30, alpha=0.6, label=split)
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("utterances")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(str(path), dpi=100)
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------------------ aligners
-def resolve_aligner(name: str) -> str:
-    """``auto`` -> ``pocketsphinx`` when it is installed, else ``builtin``."""
-    if name == "builtin":
-        return name
-    try:
-        import pocketsphinx  # noqa: F401
-    except ImportError as err:
-        if name == "auto":
-            return "builtin"
-        raise ImportError(
-            "aligner='pocketsphinx' needs pocketsphinx: pip install -e '.[eval]', or "
-            "use aligner='builtin'."
-        ) from err
-    return "pocketsphinx"
-
-
-def finish_alignment_report(
-    report: dict[str, Any], tally: AlignmentTally, work: epath.Path, label: str
-) -> dict[str, Any]:
-    """``report`` with what both aligners report besides their own figures: the boundary error
-    against the exact timings where the corpus has them, and ``work/alignment.png`` of one
-    utterance (``AlignmentTally`` chooses it)."""
-    errors = tally.boundary_error_ms()
-    if errors is not None:
-        report["boundary_error_ms"] = errors
-    if tally.shown is not None:
-        utt_id, _, tokens, d, exact, mel = tally.shown
-        mel = np.asarray(mel() if callable(mel) else mel, np.float32)
-        _plot_alignment(work / "alignment.png", utt_id, tokens, mel, d, exact, label)
-        report["figure"] = "alignment.png"
-    return report
 
 
 def _silence_id(jobs) -> int:
@@ -1037,23 +794,6 @@ def train_aligner(examples: list[dict], aligner_dir: epath.Path, opts: PrepareOp
     aligner_task.train_aligner(
         examples, os.fspath(aligner_dir), preset=opts.aligner_preset, **overrides
     )
-
-
-def check_aligner_checkpoint(aligner_dir: str | os.PathLike) -> None:
-    """One sentence (FileNotFoundError) when ``aligner_dir`` is not a trained aligner's run."""
-    if not os.path.isfile(os.path.join(os.fspath(aligner_dir), "config.json")):
-        raise FileNotFoundError(
-            f"aligner checkpoint {aligner_dir} holds no trained aligner (no config.json); "
-            "train one with python launch/prepare_data.py --corpus=... --train_aligner=DIR."
-        )
-
-
-def load_aligner(aligner_dir: str | os.PathLike):
-    """A trained built-in aligner (``align.api.Aligner``); one sentence when it is not one."""
-    from naturalspeech2_jax.align import api as align_api
-
-    check_aligner_checkpoint(aligner_dir)
-    return align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))
 
 
 def train_aligner_on_corpus(
@@ -1159,9 +899,6 @@ def _sphinx_job(job: tuple) -> tuple[str, Any, dict | None]:
     return utt_id, d, stats
 
 
-SPHINX_MODEL = "pocketsphinx en-us (pretrained HMM, CMUdict + espeak-ng for missing words)"
-
-
 def _run_sphinx(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, exact_ref: dict):
     """Align with pocketsphinx in worker processes (``align/sphinx.py``); the report has the
     share of pocketsphinx's phones that equal our espeak phonemes' ARPAbet units, per split
@@ -1193,28 +930,3 @@ def _run_sphinx(jobs, work: epath.Path, opts: PrepareOptions, durations: dict, e
         "phone_match_by_split": tally.means(),
     }
     return finish_alignment_report(report, tally, work, "pocketsphinx")
-
-
-def _plot_alignment(
-    path, utt_id, tokens, mel, durations, exact=None, label="built-in aligner"
-) -> None:
-    """Mel spectrogram with the aligner's phoneme boundaries (white) and exact ones (red)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(8, len(mel) / 40), 3.5))
-    ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma")
-    ends = np.cumsum(durations)
-    for end in ends[:-1]:
-        ax.axvline(end - 0.5, color="white", lw=0.8)
-    if exact is not None:
-        for end in np.cumsum(exact)[:-1]:
-            ax.axvline(end - 0.5, color="red", lw=0.8, ls="--")
-    for tok, s, e in zip(tokens, ends - durations, ends, strict=True):
-        if e > s:
-            ax.text((s + e) / 2 - 0.5, mel.shape[1] * 1.02, tok, ha="center", fontsize=6)
-    title = f"{utt_id}: {label} (white)" + (" vs exact (red)" if exact is not None else "")
-    ax.set_title(title, fontsize=8, pad=12)
-    ax.set_xlabel("codec frame (12.5 ms)")
-    ax.set_ylabel("mel bin")
-    fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=100)
-    plt.close(fig)

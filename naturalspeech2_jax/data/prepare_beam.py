@@ -46,6 +46,7 @@ import apache_beam as beam
 import numpy as np
 from etils import epath
 
+from naturalspeech2_jax.data import card as card_lib
 from naturalspeech2_jax.data import readers
 from naturalspeech2_jax.data import utterance as utt_lib
 
@@ -145,9 +146,7 @@ class BuiltinAligner(beam.DoFn):
         self.checkpoint = checkpoint
 
     def setup(self):
-        from naturalspeech2_jax.data.prepare import load_aligner
-
-        self.aligner = load_aligner(self.checkpoint)
+        self.aligner = utt_lib.load_aligner(self.checkpoint)
 
     def process(self, batch):
         from naturalspeech2_jax.text.g2p import SIL
@@ -442,19 +441,18 @@ def prepare_with_beam(
 ):
     """The Beam runner of ``prepare.prepare_corpus`` (under its lock, into a name with no
     dataset yet); returns its ``PrepareResult``."""
-    from naturalspeech2_jax.data import prepare
     from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset_with_beam
     from naturalspeech2_jax.text.vocab import default_vocab
 
     start_time = time.time()
     splits, manifests = [], []
-    for name, listing in prepare.discover_splits(corpora, opts.layout):
+    for name, listing in readers.discover_splits(corpora, opts.layout):
         manifest = epath.Path(listing.root) / readers.MANIFEST_FILE
         if listing.layout == "manifest":
             manifests.append((name, os.fspath(manifest)))
         else:
             splits.append((name, listing))
-    aligner_kind = prepare.resolve_aligner(opts.aligner)
+    aligner_kind = utt_lib.resolve_aligner(opts.aligner)
     if (
         aligner_kind == "builtin"
         and not opts.aligner_checkpoint
@@ -487,12 +485,12 @@ def prepare_with_beam(
             build(p, [])
         rejected = listing_rejects + _rejects(outputs)
         try:
-            prepare._surviving_splits([], [], corpora, rejected, work)
+            card_lib.surviving_splits([], [], corpora, rejected, work)
         except ValueError as e:
             return e
         raise AssertionError("_surviving_splits accepted no splits")
 
-    listing_rejects = prepare._listing_problems(splits)
+    listing_rejects = readers.listing_problems(splits)
     frames = {}
 
     def frames_of(split: str) -> dict[str, int]:
@@ -517,9 +515,9 @@ def prepare_with_beam(
     vocab = default_vocab()
     vocab.save(out_dir / "vocab.json")
     speakers = sorted({sp for t in tallies.values() for sp in t.speakers})
-    prepare._atomic_write(out_dir / "speakers.json", json.dumps(speakers, indent=1))
+    card_lib.atomic_write(out_dir / "speakers.json", json.dumps(speakers, indent=1))
     align_report = _alignment_report(summary["alignment"], aligner_kind, work)
-    card = prepare.dataset_card(
+    card = card_lib.dataset_card(
         opts,
         corpora=corpora,
         version=VERSION,
@@ -531,30 +529,28 @@ def prepare_with_beam(
         seconds={"total": time.time() - start_time},
     )
     if align_report.get("figure"):
-        prepare._atomic_write(out_dir / "alignment.png", (work / "alignment.png").read_bytes())
+        card_lib.atomic_write(out_dir / "alignment.png", (work / "alignment.png").read_bytes())
     lengths = {s: np.load(os.fspath(out_dir / f"frames_{s}.npy")) for s in tallies}
-    prepare._write_card(out_dir, card, lengths, rejected, fingerprint)
+    card_lib.write_card(out_dir, card, lengths, rejected, fingerprint)
     log.info("prepared %s with Beam: %s", out_dir, json.dumps(card["splits"]))
-    return prepare.PrepareResult(out_dir, card)
+    return card_lib.PrepareResult(out_dir, card)
 
 
 def _alignment_report(tally: utt_lib.AlignmentTally, kind: str, work: epath.Path) -> dict:
     """The card's aligner report from the pipeline's ``AlignmentTally`` (as the local
     runner's, without its timings: they are the pipeline's)."""
-    from naturalspeech2_jax.data import prepare
-
     if not tally.utterances:
         return {}
     if kind == "pocketsphinx":
-        report: dict[str, Any] = {"model": prepare.SPHINX_MODEL, "utterances": tally.utterances}
-        report["min_frames"] = prepare._MIN_FRAMES
+        report: dict[str, Any] = {"model": card_lib.SPHINX_MODEL, "utterances": tally.utterances}
+        report["min_frames"] = card_lib.MIN_FRAMES
         report["phone_match_by_split"] = tally.means()
         label = "pocketsphinx"
     else:
-        report = {"utterances": tally.utterances, "min_frames": prepare._MIN_FRAMES}
+        report = {"utterances": tally.utterances, "min_frames": card_lib.MIN_FRAMES}
         report["confidence_by_split"] = tally.means()
         label = "built-in aligner"
-    return prepare.finish_alignment_report(report, tally, work, label)
+    return card_lib.finish_alignment_report(report, tally, work, label)
 
 
 def _rejects(outputs: _Outputs) -> list[tuple[str, str, str]]:

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ __all__ = [
     "manifest_line",
     "write_manifest",
     "MANIFEST_FILE",
+    "discover_splits",
+    "listing_problems",
 ]
 
 # Order = preference when one stem exists with several extensions.
@@ -775,3 +778,60 @@ def read_corpus(
     if not Path(path).is_dir():
         raise CorpusError(f"corpus folder {path} does not exist")
     return _READERS[layout](path, check_audio=check_audio, alignment_dir=alignment_dir, **kwargs)
+
+
+def _split_name(path: Path) -> str:
+    name = re.sub(r"[^0-9a-zA-Z_]", "_", path.name).strip("_").lower()
+    return name or "train"
+
+
+def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[str, Any]]:
+    """(split name, CorpusListing) for each corpus path, or each sub-corpus of a folder."""
+    out = []
+    for corpus in corpora:
+        path = Path(corpus)
+        if not path.is_dir():
+            raise FileNotFoundError(f"corpus {path} is not a directory; pass a corpus folder.")
+        # CorpusEncodingError is never swallowed: a file that is not UTF-8 is the reason the
+        # corpus cannot be read, whatever the layout, and its message names file and line.
+        subs = []
+        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+            try:
+                if layout or detect_layout(sub) != "folder":
+                    subs.append((_split_name(sub), read_corpus(sub, layout=layout)))
+            except CorpusEncodingError:
+                raise
+            except CorpusError:
+                continue
+        root_error = None
+        try:
+            # A folder of corpora (train/, dev/ ...) would also read as one plain "folder"
+            # corpus; the structured sub-corpora win then.
+            root_layout = layout or detect_layout(path)
+            if not (subs and root_layout == "folder"):
+                out.append((_split_name(path), read_corpus(path, layout=layout)))
+                continue
+        except CorpusEncodingError:
+            raise
+        except CorpusError as e:
+            root_error = e
+        if not subs:
+            if layout and root_error is not None:  # the reader of the named layout says why
+                raise CorpusError(f"{root_error} (--layout={layout})") from root_error
+            raise ValueError(
+                f"{path} is not a corpus of any known layout and holds none; give "
+                "--layout=kaldi|libritts|librispeech|vctk|mls|ljspeech|folder or another path."
+            )
+        out.extend(subs)
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two corpora map to the same split name in {names}; rename a folder.")
+    return out
+
+
+def listing_problems(splits: list[tuple[str, Any]]) -> list[tuple[str, str, str]]:
+    """What the readers could not list (missing audio, lines that do not parse), as (split,
+    item, reason) rows of ``rejected.tsv``."""
+    return [
+        (split, str(item), reason) for split, listing in splits for item, reason in listing.problems
+    ]

@@ -423,3 +423,37 @@ class AlignmentTally:
             "within_25ms": float(np.mean(ms <= 25)),
             "boundaries": int(ms.size),
         }
+
+
+# ------------------------------------------------------------------------------------ aligners
+def resolve_aligner(name: str) -> str:
+    """``auto`` -> ``pocketsphinx`` when it is installed, else ``builtin``."""
+    if name == "builtin":
+        return name
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError as err:
+        if name == "auto":
+            return "builtin"
+        raise ImportError(
+            "aligner='pocketsphinx' needs pocketsphinx: pip install -e '.[eval]', or "
+            "use aligner='builtin'."
+        ) from err
+    return "pocketsphinx"
+
+
+def check_aligner_checkpoint(aligner_dir: str | os.PathLike) -> None:
+    """One sentence (FileNotFoundError) when ``aligner_dir`` is not a trained aligner's run."""
+    if not os.path.isfile(os.path.join(os.fspath(aligner_dir), "config.json")):
+        raise FileNotFoundError(
+            f"aligner checkpoint {aligner_dir} holds no trained aligner (no config.json); "
+            "train one with python launch/prepare_data.py --corpus=... --train_aligner=DIR."
+        )
+
+
+def load_aligner(aligner_dir: str | os.PathLike):
+    """A trained built-in aligner (``align.api.Aligner``); one sentence when it is not one."""
+    from naturalspeech2_jax.align import api as align_api
+
+    check_aligner_checkpoint(aligner_dir)
+    return align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))

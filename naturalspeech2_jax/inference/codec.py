@@ -140,8 +140,9 @@ class Codec:
         return cls(model, config, load_latent_stats(workdir), str(workdir), int(step))
 
     # ------------------------------------------------------------------ core
-    def _bucket(self, frames: int) -> int:
-        """Frames padded up to a multiple of ``bucket_frames`` (bounds the compiled shapes)."""
+    def padded_frames(self, frames: int) -> int:
+        """Frames padded up to a multiple of ``bucket_frames`` (bounds the compiled shapes): what
+        ``encode`` pads a waveform of ``frames`` frames to (``codes_dataset`` batches by it)."""
         b = max(int(self.bucket_frames), 1)
         return -(-frames // b) * b
 
@@ -155,7 +156,7 @@ class Codec:
         wav = np.asarray(wav, np.float32)
         batch = wav if wav.ndim == 2 else wav[None]
         t = -(-batch.shape[-1] // self.hop)
-        padded = np.pad(batch, ((0, 0), (0, self._bucket(t) * self.hop - batch.shape[-1])))
+        padded = np.pad(batch, ((0, 0), (0, self.padded_frames(t) * self.hop - batch.shape[-1])))
         codes = np.asarray(encode_jit(self.model, jnp.asarray(padded)), np.int32)[:, :t]
         if n_q is not None:
             codes = codes[..., :n_q]
@@ -167,7 +168,7 @@ class Codec:
         self._check_codes(codes)
         batch = codes if codes.ndim == 3 else codes[None]
         t = batch.shape[1]
-        batch = np.pad(batch, ((0, 0), (0, self._bucket(t) - t), (0, 0)))
+        batch = np.pad(batch, ((0, 0), (0, self.padded_frames(t) - t), (0, 0)))
         z = np.asarray(latent_from_codes_jit(self.model, jnp.asarray(batch, jnp.int32)))
         z = z[:, :t]
         return z if codes.ndim == 3 else z[0]
@@ -181,7 +182,7 @@ class Codec:
             raise ValueError(f"z must be [T, {self.latent_dim}] or [B, T, {self.latent_dim}].")
         batch = z if z.ndim == 3 else z[None]
         t = batch.shape[1]
-        batch = np.pad(batch, ((0, 0), (0, self._bucket(t) - t), (0, 0)))
+        batch = np.pad(batch, ((0, 0), (0, self.padded_frames(t) - t), (0, 0)))
         wav = np.asarray(decode_latent_jit(self.model, jnp.asarray(batch)))
         wav = wav[:, : t * self.hop]
         return wav if z.ndim == 3 else wav[0]
@@ -327,11 +328,15 @@ class LatentMoments:
     def add(self, z: np.ndarray) -> None:
         """Frames z [n, D] (float64 keeps the sums exact enough over hours of audio)."""
         z = np.asarray(z, np.float64)
-        self.sum, self.sq, self.frames = (
-            self.sum + z.sum(0),
-            self.sq + (z**2).sum(0),
-            self.frames + len(z),
-        )
+        self.add_sums(z.sum(0), (z**2).sum(0), len(z))
+
+    def add_sums(self, total: np.ndarray, squares: np.ndarray, frames: int) -> None:
+        """Per-channel sums of z and z**2 over ``frames`` frames, summed elsewhere (rows of a
+        batch on the devices, another host's moments). Moments merge by adding sums, never by
+        averaging statistics: the merged mean and std are those of all the frames."""
+        self.sum = self.sum + np.asarray(total, np.float64)
+        self.sq = self.sq + np.asarray(squares, np.float64)
+        self.frames += int(frames)
 
     def stats(self) -> dict[str, Any]:
         """{"mean": [D], "std": [D], "frames": n} as float32."""

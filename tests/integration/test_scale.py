@@ -8,9 +8,6 @@ module; the two-process run uses ``tests/integration/scale_worker.py`` (jax.dist
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 
 import jax
@@ -20,7 +17,7 @@ import pytest
 
 from naturalspeech2_jax.train import loop
 from naturalspeech2_jax.train.metrics import read_metrics
-from tests.helpers import REPO
+from tests.helpers import REPO, run_local_processes
 from tests.integration.scale_worker import NS2_SMOKE_STEPS, flat_params, ns2_smoke_config
 
 # bf16 compute vs fp32 over NS2_SMOKE_STEPS steps: every logged loss within this relative error
@@ -45,12 +42,6 @@ def one_process_run(dataset, tmp_path_factory):
     return workdir, flat_params(state)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_match_one_and_restore_resharded(dataset, one_process_run, tmp_path):
@@ -70,7 +61,7 @@ def test_two_processes_match_one_and_restore_resharded(dataset, one_process_run,
 
     # Two processes x 4 devices: restore the same checkpoint on data=2 x fsdp=4, then train the
     # smoke preset from scratch with the same global batches as the one-process run.
-    port, out = _free_port(), tmp_path / "restored.npz"
+    out = tmp_path / "restored.npz"
     cmd = [
         sys.executable,
         str(REPO / "tests" / "integration" / "scale_worker.py"),
@@ -79,24 +70,7 @@ def test_two_processes_match_one_and_restore_resharded(dataset, one_process_run,
         f"--out={out}",
         f"--train_dir={tmp_path / 'two'}",
     ]
-    procs = []
-    for i in range(2):
-        env = dict(
-            os.environ,
-            JAX_PLATFORMS="cpu",
-            XLA_FLAGS="",
-            NS2_DISTRIBUTED="1",
-            NS2_COORDINATOR=f"127.0.0.1:{port}",
-            NS2_NUM_PROCESSES="2",
-            NS2_PROCESS_ID=str(i),
-            # the worker imports the package from this checkout, installed or not
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        )
-        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append(subprocess.Popen(cmd, env=env, **pipes))
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    run_local_processes(cmd, count=2)
     with np.load(out) as data:
         assert int(data["step"]) == NS2_SMOKE_STEPS
         for k in saved:
