@@ -10,7 +10,7 @@ the same examples (every feature of every example, frame counts, rejected.tsv).
 
 The Beam runner is the DirectRunner in multi-processing mode here; on a cluster the per-core
 figure is what sizes it (``docs/data_at_scale.md``). Harvest pitch and pocketsphinx (the
-defaults) dominate the per-utterance cost; ``--pitch_method dio`` is about 10x faster.
+defaults) dominate the per-utterance cost; ``--pitch_method dio`` is faster and less accurate.
 """
 
 from __future__ import annotations

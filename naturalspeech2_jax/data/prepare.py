@@ -303,10 +303,14 @@ def _fingerprint(corpora: Sequence[str], opts: PrepareOptions) -> dict[str, Any]
 def _corpus_files(corpus: str | os.PathLike) -> dict[str, Any]:
     """``{"files", "bytes", "digest"}`` of the files under ``corpus`` (hidden ones aside): a
     file added, removed, resized or rewritten changes the digest. Sizes and times only, no
-    content, so that a corpus of 100k files is summed up in about a second."""
+    content, so that a corpus of 100k files is summed up in about a second. A manifest corpus
+    is its ``manifest.tsv`` alone: the listing of a corpus too large to walk (millions of
+    files, or audio on gs://), which is what a rerun compares."""
     root = os.path.abspath(os.fspath(corpus))
     entries, seen = [], set()
-    for folder, subdirs, names in os.walk(root, followlinks=True):
+    manifest = os.path.join(root, readers.MANIFEST_FILE)
+    walk = [(root, [], [readers.MANIFEST_FILE])] if os.path.isfile(manifest) else None
+    for folder, subdirs, names in walk or os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:  # a symlink loop
             subdirs[:] = []

@@ -168,6 +168,32 @@ def test_a_builtin_aligner_trained_before_the_run_gives_the_same_durations(tmp_p
     assert_same_dataset(local, beam)
 
 
+def test_the_command_line_writes_a_manifest_and_refuses_beam_without_an_aligner(tmp_path, corpus):
+    """launch/prepare_data.py: --write_manifest lists a corpus; --runner=beam with the built-in
+    aligner and no checkpoint is one sentence naming --train_aligner (exit status 2)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    script = [sys.executable, str(repo / "launch" / "prepare_data.py")]
+    manifest = tmp_path / "m" / readers.MANIFEST_FILE
+    manifest.parent.mkdir()
+    run = dict(capture_output=True, text=True, timeout=300, cwd=repo)
+    train = corpus / "train"
+    proc = subprocess.run([*script, f"--corpus={train}", f"--write_manifest={manifest}"], **run)
+    assert proc.returncode == 0, proc.stderr
+    listed = [u.id for u in readers.read_manifest(manifest.parent)]
+    assert listed == [u.id for u in readers.read_corpus(train)] and "utterances" in proc.stdout
+    proc = subprocess.run(
+        [*script, f"--corpus={corpus}", f"--data_dir={tmp_path / 'd'}", "--runner=beam",
+         "--aligner=builtin", "--durations=aligner"], **run,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "--train_aligner" in proc.stderr
+
+
 def test_without_beam_installed_the_error_names_the_extra(tmp_path, corpus, monkeypatch):
     import sys
 
