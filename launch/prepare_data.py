@@ -23,6 +23,10 @@ rejected.tsv as the local runner. Where the built-in aligner is needed, train it
 sample of the corpus (--train_aligner=DIR, its own job) and pass --aligner_checkpoint=DIR to
 either runner. A folder with a ``manifest.tsv`` (id, speaker, audio, text [, start, end]) is a
 corpus that the Beam workers read line by line; --write_manifest writes one from any layout.
+--transcribe lists audio without a transcript (a plain folder of audio, LibriSpeech without
+*.trans.txt) and transcribes it with the bundled Moonshine recogniser, keeping what it hears
+with a mean token log-probability of at least --transcribe_min_confidence (the rest is in
+rejected.tsv with the recognised text and its confidence).
 
 Preparing again under the same --name reuses the dataset when it was made from the same corpora
 (their files' sizes and times included) and options (recorded in its prepared_from.json), refuses
@@ -91,6 +95,15 @@ _ALIGNER_SAMPLE = flags.DEFINE_integer(
 _WRITE_MANIFEST = flags.DEFINE_string(
     "write_manifest", None, "Only write the corpus listing as a manifest.tsv here, then stop."
 )
+_TRANSCRIBE = flags.DEFINE_bool(
+    "transcribe", False,
+    "Transcribe audio that has no transcript (folder and librispeech layouts) with the bundled "
+    "Moonshine recogniser (the eval extra); keep it above --transcribe_min_confidence.",
+)  # fmt: skip
+_MIN_CONFIDENCE = flags.DEFINE_float(
+    "transcribe_min_confidence", -0.35,
+    "Lowest mean token log-probability of a kept transcription; the others go to rejected.tsv.",
+)  # fmt: skip
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
     "Rebuild a dataset already prepared under --name (needed when the corpus or options differ).",
@@ -150,6 +163,8 @@ def _prepare() -> None:
         aligner_checkpoint=_ALIGNER_CHECKPOINT.value,
         runner=_RUNNER.value,
         beam_options=tuple(shlex.split(_BEAM_OPTIONS.value)),
+        transcribe=_TRANSCRIBE.value,
+        transcribe_min_confidence=_MIN_CONFIDENCE.value,
         **_feature_options(),
     )
     print(json.dumps({"dataset_dir": str(result.dataset_dir), **result.card}, indent=1))

@@ -16,7 +16,6 @@ defaults) dominate the per-utterance cost; ``--pitch_method dio`` is faster and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -24,6 +23,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from naturalspeech2_jax.benchmarks import print_and_save
 
 
 def _run(corpus: str, data_dir: str, runner: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -100,12 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    print_and_save(report, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from etils import epath
 
-from naturalspeech2_jax.data.utterance import FRAME_RATE, AlignmentTally, SplitTally
+from naturalspeech2_jax.data.utterance import FRAME_RATE, TRANSCRIBER, AlignmentTally, SplitTally
 
 FINGERPRINT_FILE = "prepared_from.json"
 _Rejected = list[tuple[str, str, str]]  # (split, item, reason): the rows of rejected.tsv
@@ -102,6 +102,7 @@ def dataset_card(
     align_report: dict[str, Any],
     rejected: _Rejected,
     seconds: dict[str, float],
+    transcription: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The dataset card (``card.json``): what went in, what came out, where the durations came
     from and how plausible they look, what was rejected and why, how long it took. Both
@@ -128,6 +129,8 @@ def dataset_card(
         # pooled (../shared/data: cathy median 6 frames, speechocean 1, pooled 3)
         "duration_stats_by_split": {s: t.duration_stats() for s, t in tallies.items()},
         "aligner": align_report,
+        # utterances listed without a transcript, recognised and kept or rejected
+        "transcription": transcription or {},
         "rejected_total": len(rejected),
         "rejected_by_reason": dict(reason_tally(rejected)),
         "options": json.loads(json.dumps(dataclasses.asdict(opts))),  # as card.json reads back
@@ -174,6 +177,8 @@ def _card_markdown(card: dict) -> str:
         "![lengths](lengths.png)",
         "",
     ]
+    if card.get("transcription"):
+        lines += [f"Transcribed: {card['transcription']}", ""]
     if card.get("aligner"):
         lines += [f"Aligner: {card['aligner']}", ""]
         if card["aligner"].get("figure"):
@@ -245,3 +250,14 @@ def _plot_alignment(
     fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=100)
     plt.close(fig)
+
+
+def transcription_report(listed: int, kept: int, opts: Any) -> dict[str, Any]:
+    """The card's account of the transcription stage (both runners)."""
+    return {
+        "model": TRANSCRIBER,
+        "min_confidence": opts.transcribe_min_confidence,
+        "untranscribed": listed,
+        "kept": kept,
+        "rejected": listed - kept,
+    }

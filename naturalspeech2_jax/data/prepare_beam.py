@@ -63,6 +63,7 @@ ALIGN_BATCH = 16  # utterances per built-in aligner call (its own batch size)
 # Each stage is a DoFn whose main output goes on and whose "rejected" output is (split, item,
 # reason): the rows of rejected.tsv.
 REJECTED = "rejected"
+TRANSCRIBED = "transcribed"  # a count of the utterances whose recognised transcript was kept
 
 
 class Text(beam.DoFn):
@@ -80,6 +81,27 @@ class Text(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTED, (split, u.id, ids))
             else:
                 yield split, u, toks, ids
+
+
+class Transcribe(beam.DoFn):
+    """(split, u) listed without a transcript -> (split, u with the recognised text), or its
+    rejection; utterances with a transcript pass through (one recogniser per worker)."""
+
+    def __init__(self, min_confidence: float):
+        self.min_confidence = min_confidence
+
+    def process(self, item):
+        split, u = item
+        if not u.extra.get(readers.UNTRANSCRIBED):
+            yield item
+            return
+        asr = utt_lib.transcriber()
+        got = utt_lib.transcribe(asr, os.fspath(u.audio_path), u.start, u.end, self.min_confidence)
+        if isinstance(got, str):
+            yield beam.pvalue.TaggedOutput(REJECTED, (split, u.id, got))
+        else:
+            yield beam.pvalue.TaggedOutput(TRANSCRIBED, 1)
+            yield split, utt_lib.transcribed(u, *got)
 
 
 class Audio(beam.DoFn):
@@ -305,6 +327,15 @@ def build_pipeline(
     )
 
     listed, rejects = _listed(pipeline, splits, manifests)
+    if opts.transcribe:
+        heard = listed | "Transcribe" >> beam.ParDo(
+            Transcribe(opts.transcribe_min_confidence)
+        ).with_outputs(REJECTED, TRANSCRIBED, main="ok")
+        rejects.append(heard[REJECTED])
+        listed = heard.ok
+        transcribed = heard[TRANSCRIBED] | "CountTranscribed" >> beam.combiners.Count.Globally()
+    else:
+        transcribed = pipeline | "NoneTranscribed" >> beam.Create([0])
     text = (
         listed
         | "TextBatches" >> beam.BatchElements(min_batch_size=1, max_batch_size=TEXT_BATCH)
@@ -377,10 +408,10 @@ def build_pipeline(
     )
     summary_path = os.fspath(outputs.summary)
 
-    def write_summary(_, tallies, sources, alignment):
-        epath.Path(summary_path).write_bytes(
-            pickle.dumps({"tallies": tallies, "sources": sources, "alignment": alignment})
-        )
+    def write_summary(_, tallies, sources, alignment, transcribed):
+        summary = {"tallies": tallies, "sources": sources, "alignment": alignment}
+        summary["transcribed"] = transcribed
+        epath.Path(summary_path).write_bytes(pickle.dumps(summary))
 
     _ = (
         pipeline
@@ -391,6 +422,7 @@ def build_pipeline(
             tallies=beam.pvalue.AsSingleton(tallies),
             sources=beam.pvalue.AsSingleton(sources),
             alignment=beam.pvalue.AsSingleton(alignment),
+            transcribed=beam.pvalue.AsSingleton(transcribed),
         )
     )
     out = {}
@@ -446,7 +478,7 @@ def prepare_with_beam(
 
     start_time = time.time()
     splits, manifests = [], []
-    for name, listing in readers.discover_splits(corpora, opts.layout):
+    for name, listing in readers.discover_splits(corpora, opts.layout, opts.transcribe):
         manifest = epath.Path(listing.root) / readers.MANIFEST_FILE
         if listing.layout == "manifest":
             manifests.append((name, os.fspath(manifest)))
@@ -527,6 +559,7 @@ def prepare_with_beam(
         align_report=align_report,
         rejected=rejected,
         seconds={"total": time.time() - start_time},
+        transcription=_transcription_report(splits, summary["transcribed"], opts),
     )
     if align_report.get("figure"):
         card_lib.atomic_write(out_dir / "alignment.png", (work / "alignment.png").read_bytes())
@@ -534,6 +567,11 @@ def prepare_with_beam(
     card_lib.write_card(out_dir, card, lengths, rejected, fingerprint)
     log.info("prepared %s with Beam: %s", out_dir, json.dumps(card["splits"]))
     return card_lib.PrepareResult(out_dir, card)
+
+
+def _transcription_report(splits, kept: int, opts: Any) -> dict[str, Any]:
+    listed = sum(1 for _, listing in splits for u in listing if u.extra.get(readers.UNTRANSCRIBED))
+    return card_lib.transcription_report(listed, kept, opts) if listed else {}
 
 
 def _alignment_report(tally: utt_lib.AlignmentTally, kind: str, work: epath.Path) -> dict:

@@ -268,6 +268,9 @@ class _Builder:
         self.problems: list[tuple[str, str]] = []
         self.seen: set[str] = set()
         self.textgrids = _index_textgrids(alignment_dir)
+        # Audio without a transcript is listed (text "") for data preparation to transcribe,
+        # instead of being a problem; readers that support it set this.
+        self.untranscribed = False
 
     def problem(self, item: str | Path, reason: str) -> None:
         self.problems.append((str(item), reason))
@@ -285,11 +288,13 @@ class _Builder:
         if utt_id in self.seen:
             self.problem(utt_id, "duplicate utterance id; the first one is kept")
             return
-        if text is None:
+        if text is None and self.untranscribed:
+            text, extra = "", {**extra, UNTRANSCRIBED: True}
+        elif text is None:
             self.problem(utt_id, "missing transcript")
             return
         text = _clean_text(text)
-        if not text:
+        if not text and not extra.get(UNTRANSCRIBED):
             self.problem(utt_id, "empty transcript")
             return
         if not speaker:
@@ -322,10 +327,16 @@ class _Builder:
         return CorpusListing(self.root, self.layout, self.utts, self.problems)
 
 
-def _orphans(b: _Builder, audio: Iterable[tuple[str, Path]], known: set[str]) -> None:
-    """Report audio files that no transcript refers to (they would otherwise vanish silently)."""
+def _orphans(b: _Builder, audio: Iterable[tuple[str, Path]], known: set[str], speaker=None) -> None:
+    """Report audio files that no transcript refers to (they would otherwise vanish silently),
+    or list them to be transcribed when the reader was asked to (``speaker(stem)`` names the
+    speaker)."""
     for stem, path in audio:
-        if stem not in known:
+        if stem in known:
+            continue
+        if b.untranscribed and speaker is not None:
+            b.add(stem, speaker(stem), None, path)
+        else:
             b.problem(path, "audio file has no transcript")
 
 
@@ -463,11 +474,15 @@ def read_librispeech(
     root: str | os.PathLike,
     check_audio: bool = False,
     alignment_dir: str | os.PathLike | None = None,
+    untranscribed: bool = False,
 ) -> CorpusListing:
     """LibriSpeech (any split or the whole corpus): ``<spk>/<chapter>/<spk>-<chapter>.trans.txt``
-    lines ``<utt> <TEXT>`` + ``<utt>.flac`` in the same folder."""
+    lines ``<utt> <TEXT>`` + ``<utt>.flac`` in the same folder. ``untranscribed=True`` lists
+    audio that no ``.trans.txt`` names, with empty text (speaker: the id before its first
+    ``-``), to be transcribed."""
     root = Path(root)
     b = _Builder(root, "librispeech", check_audio, Path(alignment_dir) if alignment_dir else None)
+    b.untranscribed = untranscribed
     known: set[str] = set()
     for trans in sorted(root.rglob("*.trans.txt")):
         folder = trans.parent
@@ -479,7 +494,7 @@ def read_librispeech(
                 None,
             )
             b.add(utt, utt.split("-")[0], text, audio, chapter=folder.name)
-    _orphans(b, _index_audio(root).items(), known)
+    _orphans(b, _index_audio(root).items(), known, speaker=lambda stem: stem.split("-")[0])
     return b.listing()
 
 
@@ -600,12 +615,16 @@ def read_folder(
     root: str | os.PathLike,
     check_audio: bool = False,
     alignment_dir: str | os.PathLike | None = None,
+    untranscribed: bool = False,
 ) -> CorpusListing:
     """Audio files with same-name ``.txt``/``.lab`` transcripts at any depth; the speaker is the
     parent folder's name (the folder's own name for files directly in ``root``); the id is the
-    file stem (made unique with the speaker when stems repeat across folders)."""
+    file stem (made unique with the speaker when stems repeat across folders).
+    ``untranscribed=True`` lists audio without a transcript, with empty text, to be
+    transcribed (a plain folder of audio, such as ../shared/data/librispeech_tc100)."""
     root = Path(root)
     b = _Builder(root, "folder", check_audio, Path(alignment_dir) if alignment_dir else None)
+    b.untranscribed = untranscribed
     rank = {e: i for i, e in enumerate(AUDIO_EXTENSIONS)}
     audio_files = sorted(p for p in root.rglob("*") if p.suffix.lower() in rank and p.is_file())
     counts = Counter(p.stem for p in audio_files)
@@ -618,7 +637,10 @@ def read_folder(
             (p.with_suffix(s) for s in (".txt", ".lab") if p.with_suffix(s).is_file()), None
         )
         if tpath is None:
-            b.problem(p, "audio file has no transcript (.txt or .lab beside it)")
+            if b.untranscribed:
+                b.add(utt, spk, None, p)
+            else:
+                b.problem(p, "audio file has no transcript (.txt or .lab beside it)")
             continue
         used_transcripts.add(tpath)
         text = _read_transcript(b, tpath, utt)
@@ -629,6 +651,11 @@ def read_folder(
             b.problem(t, "transcript has no audio file beside it")
     return b.listing()
 
+
+#: ``Utterance.extra`` key of audio listed without a transcript, for data preparation to
+#: transcribe (``read_corpus(..., untranscribed=True)``, folder and librispeech layouts).
+UNTRANSCRIBED = "untranscribed"
+UNTRANSCRIBED_LAYOUTS = ("folder", "librispeech")
 
 MANIFEST_FILE = "manifest.tsv"
 MANIFEST_COLUMNS = ("id", "speaker", "audio", "text", "start", "end")
@@ -771,8 +798,13 @@ def read_corpus(
     **kwargs: Any,
 ) -> CorpusListing:
     """Read a corpus folder with ``layout`` (detected when None); extra keyword arguments go to
-    the reader (``mic=`` for VCTK, ``speaker=`` for LJSpeech)."""
+    the reader (``mic=`` for VCTK, ``speaker=`` for LJSpeech). ``untranscribed=True`` lists
+    audio without a transcript (folder and librispeech layouts; the others have none to
+    list)."""
+    untranscribed = kwargs.pop("untranscribed", False)
     layout = layout or detect_layout(path)
+    if untranscribed and layout in UNTRANSCRIBED_LAYOUTS:
+        kwargs["untranscribed"] = True
     if layout not in _READERS:
         raise CorpusError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     if not Path(path).is_dir():
@@ -785,8 +817,11 @@ def _split_name(path: Path) -> str:
     return name or "train"
 
 
-def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[str, Any]]:
-    """(split name, CorpusListing) for each corpus path, or each sub-corpus of a folder."""
+def discover_splits(
+    corpora: Sequence[str], layout: str | None, untranscribed: bool = False
+) -> list[tuple[str, Any]]:
+    """(split name, CorpusListing) for each corpus path, or each sub-corpus of a folder;
+    ``untranscribed``: see :func:`read_corpus`."""
     out = []
     for corpus in corpora:
         path = Path(corpus)
@@ -798,7 +833,9 @@ def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[st
         for sub in sorted(p for p in path.iterdir() if p.is_dir()):
             try:
                 if layout or detect_layout(sub) != "folder":
-                    subs.append((_split_name(sub), read_corpus(sub, layout=layout)))
+                    subs.append(
+                        (_split_name(sub), read_corpus(sub, layout, untranscribed=untranscribed))
+                    )
             except CorpusEncodingError:
                 raise
             except CorpusError:
@@ -809,7 +846,9 @@ def discover_splits(corpora: Sequence[str], layout: str | None) -> list[tuple[st
             # corpus; the structured sub-corpora win then.
             root_layout = layout or detect_layout(path)
             if not (subs and root_layout == "folder"):
-                out.append((_split_name(path), read_corpus(path, layout=layout)))
+                out.append(
+                    (_split_name(path), read_corpus(path, layout, untranscribed=untranscribed))
+                )
                 continue
         except CorpusEncodingError:
             raise

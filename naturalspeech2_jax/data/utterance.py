@@ -34,6 +34,7 @@ from naturalspeech2_jax.audio import (
     to_pcm16,
     trim_silence,
 )
+from naturalspeech2_jax.data.readers import UNTRANSCRIBED
 from naturalspeech2_jax.text.g2p import SIL, is_phoneme
 from naturalspeech2_jax.text.normalize import unpronounceable_characters
 from naturalspeech2_jax.text.vocab import PhonemeVocab, UnknownSymbolError
@@ -120,6 +121,56 @@ def audio_features(path: str, start, end, opts: dict[str, Any]) -> dict[str, np.
         "voiced": voiced.astype(np.int8),
         "mel": mel.astype(np.float16),
     }
+
+
+# ------------------------------------------------------------------------------------ transcripts
+TRANSCRIBER = "moonshine base-en (bundled with moonshine-cpp), greedy decoding"
+_ASR = None  # one recogniser per process (worker)
+
+
+def transcriber():
+    """The bundled Moonshine recogniser of this process (one onnxruntime thread: the workers
+    are the parallelism), loaded on first use; one sentence naming the extra when missing."""
+    global _ASR
+    if _ASR is None:
+        try:
+            from naturalspeech2_jax.evaluation.asr import MoonshineASR
+
+            _ASR = MoonshineASR(num_threads=1)
+        except ImportError as err:
+            raise ImportError(
+                "transcribing needs the bundled Moonshine recogniser: pip install -e '.[eval]'."
+            ) from err
+    return _ASR
+
+
+def transcribe(asr: Any, path: str, start, end, min_confidence: float) -> tuple[str, float] | str:
+    """(transcript, confidence) of an utterance listed without one, or the reason it is
+    rejected: unreadable audio, nothing recognised, or a confidence (mean log-probability of
+    the recogniser's tokens) below ``min_confidence``."""
+    try:
+        wav = _load(os.fspath(path), start, end)
+    except AudioError as e:
+        return f"unreadable audio: {e}"
+    if not np.any(wav):
+        return "empty or silent audio"
+    seconds = len(wav) / SAMPLE_RATE
+    if seconds > asr.MAX_SECONDS:
+        return f"too long to transcribe ({seconds:.1f} s > {asr.MAX_SECONDS} s)"
+    text, confidence = asr.transcribe_scored(wav)
+    text = " ".join(text.split())
+    if not text:
+        return "transcription is empty (no speech recognised)"
+    if confidence < min_confidence:
+        return (f"transcription confidence below the threshold ({confidence:.3f} < "
+                f"{min_confidence}; recognised {text!r})")  # fmt: skip
+    return text, round(confidence, 4)
+
+
+def transcribed(u: Any, text: str, confidence: float) -> Any:
+    """``u`` with its recognised transcript (the confidence kept in ``extra``)."""
+    extra = {k: v for k, v in u.extra.items() if k != UNTRANSCRIBED}
+    return dataclasses.replace(u, text=text, extra={**extra, "transcript_confidence": confidence})
 
 
 # ------------------------------------------------------------------------------------ durations

@@ -145,10 +145,18 @@ class MoonshineASR:
         return b"".join(pieces).decode("utf-8", errors="replace").replace("\u2581", " ").strip()
 
     def transcribe(self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+        return self.transcribe_scored(wav, sample_rate)[0]
+
+    def transcribe_scored(
+        self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE
+    ) -> tuple[str, float]:
+        """(transcript, confidence): the mean log-probability of the greedy path's tokens, the
+        end-of-text token included (0 is certain; -inf when nothing was decoded). Data
+        preparation keeps a transcription only above a threshold of it."""
         audio = _resample(wav, sample_rate)
         seconds = len(audio) / SAMPLE_RATE
         if seconds < self.MIN_SECONDS:
-            return ""
+            return "", float("-inf")
         if seconds > self.MAX_SECONDS:
             raise ValueError(f"Moonshine accepts at most {self.MAX_SECONDS} s, got {seconds:.1f} s")
         max_tokens = int(np.ceil(seconds * self.MAX_TOKENS_PER_SECOND)) + 4
@@ -157,6 +165,7 @@ class MoonshineASR:
             empty = np.zeros((1, self._num_heads, 0, self._head_dim), dtype=np.float32)
             past = {name: empty for name in self._past_names}
             tokens: list[int] = []
+            logprobs: list[float] = []
             input_ids = np.array([[self.BOS_ID]], dtype=np.int64)
             for step in range(max_tokens):
                 outputs = self._decoder.run(
@@ -170,7 +179,10 @@ class MoonshineASR:
                         **past,
                     },
                 )
-                next_id = int(np.argmax(outputs[0][0, -1]))
+                logits = np.asarray(outputs[0][0, -1], np.float64)
+                next_id = int(np.argmax(logits))
+                # log-softmax of the chosen (largest) logit
+                logprobs.append(float(-np.log(np.exp(logits - logits[next_id]).sum())))
                 if next_id == self.EOS_ID:
                     break
                 tokens.append(next_id)
@@ -180,7 +192,8 @@ class MoonshineASR:
                     # Encoder (cross-attention) entries are fixed after step 0.
                     if step == 0 or ".decoder." in past_name:
                         past[past_name] = value
-        return self.decode_tokens(tokens)
+        confidence = float(np.mean(logprobs)) if tokens else float("-inf")
+        return self.decode_tokens(tokens), confidence
 
 
 class PocketsphinxASR:

@@ -223,3 +223,40 @@ def test_real_speech_of_the_dev_split_agrees(tmp_path, shared_data):
     beam = prepare_corpus(folder, tmp_path / "data", name="beam", runner="beam", **opts)
     assert beam.card["durations_source"] == {"pocketsphinx": 20}
     assert_same_dataset(local, beam)
+
+
+def test_untranscribed_audio_is_transcribed_alike_by_both_runners(tmp_path, corpus):
+    """A plain folder of audio without transcripts, ``transcribe=True``: the bundled recogniser
+    fills the text in (close to what was said), silence and an impossible threshold are
+    rejected with their reasons, and both runners write the same dataset."""
+    pytest.importorskip("onnxruntime")
+    from naturalspeech2_jax.evaluation.asr import word_error_rate
+
+    folder = tmp_path / "untranscribed" / "spk"
+    folder.mkdir(parents=True)
+    listing = readers.read_corpus(corpus / "train")
+    said = {}
+    for u in listing.utterances[:3]:
+        shutil.copy(u.audio_path, folder / u.audio_path.name)
+        said[u.id] = u.text
+    sf.write(folder / "silence.wav", np.zeros(16000), 16000)
+    assert readers.detect_layout(folder.parent) == "folder"
+    with pytest.raises(ValueError, match="survived"):  # without --transcribe: nothing to use
+        prepare_corpus(folder.parent, tmp_path / "none", name="x", **_COMMON)
+    opts = dict(transcribe=True, durations="auto", aligner="pocketsphinx", **_COMMON)
+    pytest.importorskip("pocketsphinx")
+    local = prepare_corpus(folder.parent, tmp_path / "data", name="local", **opts)
+    beam = prepare_corpus(folder.parent, tmp_path / "data", name="beam", runner="beam", **opts)
+    assert_same_dataset(local, beam)
+    assert beam.card["transcription"]["untranscribed"] == 4
+    assert beam.card["transcription"]["kept"] == 3
+    assert "silent" in _reasons(beam)["silence"]
+    heard = {
+        r["id"].decode(): r["text"].decode() for r in _records(beam.dataset_dir)["untranscribed"]
+    }
+    assert set(heard) == set(said)
+    assert word_error_rate(list(said.values()), [heard[k] for k in said]).wer < 0.5, heard
+    # an impossible threshold: all three rejected, with the reason
+    with pytest.raises(ValueError, match="3 transcription confidence below the threshold"):
+        prepare_corpus(folder.parent, tmp_path / "data", name="strict", transcribe=True,
+                       transcribe_min_confidence=-1e-6, **_COMMON)  # fmt: skip
