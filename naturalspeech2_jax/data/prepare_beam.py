@@ -46,9 +46,14 @@ import apache_beam as beam
 import numpy as np
 from etils import epath
 
+from naturalspeech2_jax.align import sphinx
 from naturalspeech2_jax.data import card as card_lib
 from naturalspeech2_jax.data import readers
 from naturalspeech2_jax.data import utterance as utt_lib
+from naturalspeech2_jax.data.pipeline import check_example
+from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset_with_beam
+from naturalspeech2_jax.text.g2p import SIL, phonemize_batch
+from naturalspeech2_jax.text.vocab import default_vocab
 
 # Imported for runner="beam" only (prepare.py turns a missing Beam into one sentence naming the
 # extra): Apache Beam is not in the core install.
@@ -69,14 +74,13 @@ TRANSCRIBED = "transcribed"  # a count of the utterances whose recognised transc
 class Text(beam.DoFn):
     """A batch of (split, utterance) -> (split, utterance, tokens, ids)."""
 
-    def process(self, batch):
-        from naturalspeech2_jax.text.g2p import phonemize_batch
-        from naturalspeech2_jax.text.vocab import default_vocab
+    def setup(self):
+        self.vocab = default_vocab()
 
-        vocab = default_vocab()
+    def process(self, batch):
         tokens = phonemize_batch([u.text for _, u in batch], on_error="none")
         for (split, u), toks in zip(batch, tokens, strict=True):
-            ids = utt_lib.encode_text(u.text, toks, vocab)
+            ids = utt_lib.encode_text(u.text, toks, self.vocab)
             if isinstance(ids, str):
                 yield beam.pvalue.TaggedOutput(REJECTED, (split, u.id, ids))
             else:
@@ -149,8 +153,6 @@ class Sphinx(beam.DoFn):
     """pocketsphinx durations (one decoder per worker)."""
 
     def setup(self):
-        from naturalspeech2_jax.align import sphinx
-
         self.aligner = sphinx.SphinxAligner()
 
     def process(self, item):
@@ -171,8 +173,6 @@ class BuiltinAligner(beam.DoFn):
         self.aligner = utt_lib.load_aligner(self.checkpoint)
 
     def process(self, batch):
-        from naturalspeech2_jax.text.g2p import SIL
-
         mels, classes, minimum = [], [], []
         for _, _, tokens, ids, features, _ in batch:
             sil = next(int(i) for t, i in zip(tokens, ids, strict=True) if t == SIL)
@@ -320,7 +320,6 @@ def build_pipeline(
 ) -> dict[str, Any]:
     """The stages on ``pipeline``: returns {split: PCollection of (id, example)} for TFDS, and
     writes the rejects, frame counts and card summary under ``outputs.root``."""
-    from naturalspeech2_jax.data.pipeline import check_example
 
     feature_opts = utt_lib.feature_options(
         opts.trim_silence, opts.min_seconds, opts.max_seconds, opts.pitch_method
@@ -458,8 +457,7 @@ def needs_builtin_aligner(splits: list[tuple[str, Any]], opts: Any) -> bool:
         return any(len(listing) for _, listing in splits)
     for _, listing in splits:
         for u in listing:
-            embedded = epath.Path(u.audio_path).parent.parent / "alignments" / f"{u.id}.json"
-            if not u.textgrid_path and not embedded.exists():
+            if not u.textgrid_path and not utt_lib.exact_timings_file(u).exists():
                 return True
     return False
 
@@ -473,8 +471,6 @@ def prepare_with_beam(
 ):
     """The Beam runner of ``prepare.prepare_corpus`` (under its lock, into a name with no
     dataset yet); returns its ``PrepareResult``."""
-    from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset_with_beam
-    from naturalspeech2_jax.text.vocab import default_vocab
 
     start_time = time.time()
     splits, manifests = [], []

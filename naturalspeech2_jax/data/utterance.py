@@ -22,8 +22,9 @@ import numpy as np
 from etils import epath
 
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
+from naturalspeech2_jax.align import sphinx
 from naturalspeech2_jax.align.textgrid import find_phone_tier, read_textgrid
-from naturalspeech2_jax.align.viterbi import boundary_errors_ms
+from naturalspeech2_jax.align.viterbi import AlignmentError, boundary_errors_ms
 from naturalspeech2_jax.audio import (
     AudioError,
     extract_pitch,
@@ -220,10 +221,15 @@ def textgrid_durations(path: str, tokens: Sequence[str], n_frames: int) -> np.nd
     return np.asarray(out, np.int32)
 
 
+def exact_timings_file(u: Any) -> epath.Path:
+    """Where the embedded corpus keeps an utterance's exact timings (it may not exist)."""
+    return epath.Path(u.audio_path).parent.parent / "alignments" / f"{u.id}.json"
+
+
 def exact_timings(u: Any, tokens: Sequence[str], n_frames: int) -> np.ndarray | None:
     """Durations from the embedded corpus's ``alignments/<id>.json`` beside the speaker folder,
     or None where there is none or its tokens are not ours."""
-    align_file = epath.Path(u.audio_path).parent.parent / "alignments" / f"{u.id}.json"
+    align_file = exact_timings_file(u)
     if align_file.exists():
         try:
             return exact_durations(align_file, tokens, n_frames)
@@ -274,8 +280,6 @@ def aligner_classes(tokens: Sequence[str], ids: Sequence[int], sil: int):
 def checked_alignment(result: Any, n_frames: int) -> np.ndarray | str:
     """The durations of the built-in aligner's ``result`` for one utterance, or the reason it
     failed (an ``AlignmentError``, or durations that do not sum to the utterance's frames)."""
-    from naturalspeech2_jax.align.viterbi import AlignmentError
-
     if isinstance(result, AlignmentError):
         return f"alignment failure: {result}"
     d = np.asarray(result.durations, np.int32)
@@ -286,8 +290,6 @@ def checked_alignment(result: Any, n_frames: int) -> np.ndarray | str:
 
 def sphinx_durations(aligner: Any, audio: np.ndarray, text: str, tokens: list[str], n_frames: int):
     """(durations or rejection reason, stats) of one utterance aligned by pocketsphinx."""
-    from naturalspeech2_jax.align import sphinx
-
     try:
         return aligner.align(
             audio,
@@ -504,7 +506,7 @@ def check_aligner_checkpoint(aligner_dir: str | os.PathLike) -> None:
 
 def load_aligner(aligner_dir: str | os.PathLike):
     """A trained built-in aligner (``align.api.Aligner``); one sentence when it is not one."""
-    from naturalspeech2_jax.align import api as align_api
+    from naturalspeech2_jax.align import api as align_api  # JAX: only for the built-in aligner
 
     check_aligner_checkpoint(aligner_dir)
     return align_api.Aligner.from_checkpoint(os.fspath(aligner_dir))
