@@ -102,6 +102,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             if size == "smoke"
             else ((2048, 512), (1024, 256), (512, 128)),
             commit_weight=1.0,
+            # Compressed complex STFT loss at stft_resolutions (scores phase; 0 = off).
+            complex_weight=p.get("complex", 0.0),
             adv_weight=1.0,
             fm_weight=2.0,
         )

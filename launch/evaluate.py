@@ -40,6 +40,9 @@ import os
 import pathlib
 import sys
 import time
+from typing import Any
+
+import numpy as np
 
 # Evaluation runs on CPU; JAX (imported by model loaders) must not grab an accelerator by accident.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -216,6 +219,24 @@ def _dataset_audio(dataset_dir: str, split: str, limit: int) -> tuple[list[str],
     return ids, wavs
 
 
+def _codebook_usage(codec: Any, wavs: list[np.ndarray]) -> list[codec_metrics.QuantizerUsage]:
+    """Codes used, entropy and the mel distance of every quantizer prefix (1..Q) on ``wavs``."""
+    codes = [codec.encode(w) for w in wavs]
+    q = codes[0].shape[-1]
+    mel = [
+        float(
+            np.mean(
+                [
+                    codec_metrics.mel_distance(w, codec.decode_codes(c[:, :k])[: len(w)])
+                    for w, c in zip(wavs, codes, strict=True)
+                ]
+            )
+        )
+        for k in range(1, q + 1)
+    ]
+    return codec_metrics.codebook_usage(codes, codec.codebook_size, mel)
+
+
 def run_codec(args: argparse.Namespace) -> int:
     from naturalspeech2_jax.evaluation import opus
 
@@ -248,12 +269,13 @@ def run_codec(args: argparse.Namespace) -> int:
     if args.opus_backend == "auto":
         args.opus_backend = "ffmpeg" if opus.opus_available("ffmpeg") else "soundfile"
 
-    codec = None
+    codec = codec_object = None
     if args.checkpoint:
         try:
-            codec = tts_eval.load_from_checkpoint("codec", args.checkpoint)
+            codec_object = tts_eval.load_object("codec", args.checkpoint)
         except tts_eval.CheckpointLoaderUnavailable as e:
             raise ValueError(str(e)) from None
+        codec = tts_eval.as_codec_resynthesis(codec_object)
     n_quantizers = _ints(args.n_quantizers)
     opus_targets = _floats(args.opus_kbps) or [
         codec_metrics.codec_bitrate_kbps(nq, args.codebook_size) for nq in n_quantizers
@@ -275,10 +297,12 @@ def run_codec(args: argparse.Namespace) -> int:
         codebook_size=args.codebook_size,
         opus_backend=args.opus_backend,
     )
+    usage = _codebook_usage(codec_object, wavs) if codec_object is not None else None
     wall = time.perf_counter() - start
     json_path, md_path, _ = _outputs(args.out)
     result = {
         "rows": [r.as_dict() for r in rows],
+        "codebook_usage": None if usage is None else [u.as_dict() for u in usage],
         "checkpoint": args.checkpoint,
         "files": files,
         "opus_backend": args.opus_backend,
@@ -286,8 +310,12 @@ def run_codec(args: argparse.Namespace) -> int:
     }
     report.write_json(result, json_path)
     table = codec_metrics.codec_table_markdown(rows)
-    md_path.write_text("## Codec quality\n\n" + table + "\n", encoding="utf-8")
-    print(table)
+    text = "## Codec quality\n\n" + table + "\n"
+    if usage is not None:
+        usage_table = codec_metrics.codebook_usage_markdown(usage, codec_object.codebook_size)
+        text += "\n## Codebook usage\n\n" + usage_table + "\n"
+    md_path.write_text(text, encoding="utf-8")
+    print(text)
     return 0
 
 

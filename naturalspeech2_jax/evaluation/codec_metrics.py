@@ -3,6 +3,8 @@
 A codec under test is any callable ``codec(wav, n_quantizers) -> wav`` (16 kHz float mono in and
 out). :func:`codec_table` evaluates it at several quantizer counts beside Opus at matching bitrates
 (:mod:`naturalspeech2_jax.evaluation.opus`), as EVALUATION.md asks codec results to be read.
+:func:`codebook_usage` says how much each residual quantizer carries: the codes it uses, their
+entropy, and how far adding it moves the reconstruction's log-mel distance.
 """
 
 from __future__ import annotations
@@ -206,5 +208,64 @@ def codec_table_markdown(rows: Sequence[CodecRow]) -> str:
         lines.append(
             f"| {r.system} | {r.setting} | {r.kbps:.2f} | {r.pesq:.3f} | {r.stoi:.3f} | "
             f"{r.mel_distance:.3f} | {r.si_sdr:.2f} | {r.n_files} |"
+        )
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class QuantizerUsage:
+    """One residual quantizer over a set of files.
+
+    ``entropy_bits`` is the entropy of its code histogram (at most log2(codebook size) = 10 bits:
+    the share of its nominal bitrate it uses); ``perplexity`` = 2 ** entropy_bits, the number of
+    equally used codes it is worth. ``mel_distance`` is the log-mel distance of the
+    reconstruction from the first ``quantizer`` quantizers (None when not measured), so the
+    difference from the row above is what this quantizer adds.
+    """
+
+    quantizer: int  # 1-based position in the residual stack
+    codes_used: int
+    perplexity: float
+    entropy_bits: float
+    mel_distance: float | None = None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return dataclasses.asdict(self)
+
+
+def codebook_usage(
+    codes: Sequence[np.ndarray],
+    codebook_size: int,
+    mel_distances: Sequence[float] | None = None,
+) -> list[QuantizerUsage]:
+    """Usage of every quantizer from the codes of several files (each ``[T, Q]`` int)."""
+    stacked = np.concatenate([np.asarray(c).reshape(-1, np.asarray(c).shape[-1]) for c in codes])
+    if stacked.size == 0:
+        raise ValueError("codebook_usage needs at least one frame of codes")
+    if stacked.min() < 0 or stacked.max() >= codebook_size:
+        raise ValueError(f"codes outside [0, {codebook_size}): is the codebook size right?")
+    rows = []
+    for q in range(stacked.shape[1]):
+        counts = np.bincount(stacked[:, q], minlength=codebook_size).astype(np.float64)
+        p = counts[counts > 0] / counts.sum()
+        entropy = max(0.0, float(-(p * np.log2(p)).sum()))  # not -0.0 for a single code
+        mel = None if mel_distances is None else float(mel_distances[q])
+        rows.append(QuantizerUsage(q + 1, int((counts > 0).sum()), 2.0**entropy, entropy, mel))
+    return rows
+
+
+def codebook_usage_markdown(rows: Sequence[QuantizerUsage], codebook_size: int) -> str:
+    """The usage table as Markdown: one line per quantizer."""
+    bits = math.log2(codebook_size)
+    lines = [
+        f"| quantizer | codes used (of {codebook_size}) | perplexity | entropy bits (of {bits:g}) "
+        "| mel L1 with quantizers 1..q |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mel = "" if r.mel_distance is None else f"{r.mel_distance:.3f}"
+        lines.append(
+            f"| {r.quantizer} | {r.codes_used} | {r.perplexity:.0f} | {r.entropy_bits:.2f} "
+            f"| {mel} |"
         )
     return "\n".join(lines)

@@ -155,6 +155,12 @@ def load_from_checkpoint(kind: str, checkpoint: str, **kwargs: Any) -> Callable[
     return as_synthesize(obj) if kind == "synthesizer" else as_codec_resynthesis(obj)
 
 
+def load_object(kind: str, checkpoint: str, **kwargs: Any) -> Any:
+    """The loaded object itself (a ``Codec``, a ``Synthesizer``), for what needs more than the
+    evaluation callables (the codec's codes, for its codebook usage)."""
+    return _load_object(kind, checkpoint, **kwargs)
+
+
 def load_synthesizer_and_codec(
     checkpoint: str, **options: Any
 ) -> tuple[Synthesize, Callable[..., np.ndarray] | None]:

@@ -5,9 +5,9 @@ Two parameter groups, updated in this order inside one jitted step:
 1. ``discriminator``: hinge loss on real audio vs. the generator's (stop-gradient) reconstruction;
    zero (and skipped with ``lax.cond``) before ``disc.start_step``;
 2. ``generator``: ``w_mel * multi-scale log-mel L1 + w_stft * multi-resolution STFT loss +
-   w_commit * commitment + [after start_step] w_adv * hinge + w_fm * feature matching``. Its forward
-   pass updates the EMA codebooks in place (the discriminator's forward never does, so every
-   step updates them exactly once).
+   w_commit * commitment + w_complex * compressed complex STFT loss + [after start_step]
+   w_adv * hinge + w_fm * feature matching``. Its forward pass updates the EMA codebooks in
+   place (the discriminator's forward never does, so every step updates them exactly once).
 
 Data: ``config.data.dataset_dir`` (a prepared dataset) or, when empty, the embedded synthetic
 corpus (``config.data.embedded_size``), built on first use; training reads the concatenation of
@@ -126,6 +126,13 @@ class CodecTask:
         mel = L.multi_scale_mel_loss(wav, y, tuple(lc.mel_scales), lc.n_mels)
         spec = L.multi_resolution_stft_loss(wav, y, [tuple(r) for r in lc.stft_resolutions])
         commit = out["commit_loss"]
+        # Phase-aware term (off unless the config sets it; checkpoints from before it read 0).
+        complex_weight = float(lc.get("complex_weight", 0.0))
+        cplx = (
+            L.compressed_complex_loss(wav, y, [tuple(r) for r in lc.stft_resolutions])
+            if complex_weight
+            else jnp.zeros((), jnp.float32)
+        )
 
         def adversarial():
             real_logits, real_feats = model.discriminators(wav)
@@ -142,12 +149,14 @@ class CodecTask:
             lc.mel_weight * mel
             + lc.stft_weight * spec
             + lc.commit_weight * commit
+            + complex_weight * cplx
             + on * (lc.adv_weight * adv + lc.fm_weight * fm)
         )
         metrics = {
             "mel_loss": mel,
             "stft_loss": spec,
             "commit_loss": commit,
+            "complex_loss": cplx,
             "adv_loss": adv,
             "fm_loss": fm,
             "l1_wave": jnp.mean(jnp.abs(wav - y)),

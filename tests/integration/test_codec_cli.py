@@ -107,3 +107,8 @@ def test_evaluate_codec_table_on_a_dataset_split(trained_codec, codec_dataset, t
     assert [r["setting"] for r in codec_rows] == ["4 quantizers", "16 quantizers"]
     assert codec_rows[0]["kbps"] == pytest.approx(3.2) and codec_rows[0]["n_files"] == 1
     assert "| codec | 16 quantizers | 12.80 |" in out.with_suffix(".md").read_text()
+    # Codebook usage of all 16 quantizers, with the mel distance of every prefix of the stack.
+    usage = json.loads(out.read_text())["codebook_usage"]
+    assert [u["quantizer"] for u in usage] == list(range(1, 17))
+    assert all(1 <= u["codes_used"] <= 1024 and u["mel_distance"] > 0 for u in usage)
+    assert "## Codebook usage" in out.with_suffix(".md").read_text()

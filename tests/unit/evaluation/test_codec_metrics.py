@@ -58,3 +58,21 @@ def test_codec_table_with_pluggable_codec():
     if opus_targets:
         assert rows[1].system == "opus" and rows[1].pesq < rows[0].pesq
     assert "| codec | 8 quantizers | 6.40 |" in codec_metrics.codec_table_markdown(rows)
+
+
+def test_codebook_usage_counts_codes_entropy_and_prefix_distances():
+    rng = np.random.default_rng(0)
+    uniform = rng.integers(0, 1024, size=(1 << 16, 1))  # all codes, about equally often
+    constant = np.full((1 << 16, 1), 7)  # one code: carries nothing
+    half = rng.integers(0, 2, size=(1 << 16, 1))  # two codes: 1 bit
+    codes = np.concatenate([uniform, constant, half], axis=1)
+    rows = codec_metrics.codebook_usage([codes[:1000], codes[1000:]], 1024, [0.9, 0.9, 0.5])
+    assert [r.quantizer for r in rows] == [1, 2, 3]
+    assert rows[0].codes_used == 1024 and rows[0].entropy_bits == pytest.approx(10.0, abs=0.02)
+    assert rows[1].codes_used == 1 and rows[1].entropy_bits == 0.0 and rows[1].perplexity == 1.0
+    assert rows[2].codes_used == 2 and rows[2].entropy_bits == pytest.approx(1.0, abs=0.01)
+    assert rows[2].mel_distance == 0.5
+    table = codec_metrics.codebook_usage_markdown(rows, 1024)
+    assert "| 2 | 1 | 1 | 0.00 | 0.900 |" in table
+    with pytest.raises(ValueError, match="outside"):
+        codec_metrics.codebook_usage([codes], 4)
