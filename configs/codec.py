@@ -78,6 +78,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             kind=p.get("kind", "wave"),
             layers=p.get("layers", (4, 8)),
             mlp_ratio=3,
+            # Spectral decoder: "absolute" phase per frame (Vocos) or "cumulative" (per-frame
+            # advances summed over time: coherent without a GAN; models/codec_spectral.py).
+            phase=p.get("phase", "absolute"),
         )
     )
     c.disc = ml_collections.ConfigDict(

@@ -54,7 +54,9 @@ def parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """ValueError with one sentence for what can be checked before JAX loads."""
     run = args.checkpoint
-    config = os.path.join(run, "config.json")
+    # A model folder of launch/export.py (model.json) keeps the NS2 config in its ns2/ folder.
+    exported = os.path.isfile(os.path.join(run, "model.json"))
+    config = os.path.join(run, "ns2" if exported else "", "config.json")
     if not os.path.isdir(run):
         raise ValueError(f"NS2 checkpoint {run} does not exist; pass the --workdir of an NS2 "
                          "run (launch/train.py --config=configs/diffusion.py).")  # fmt: skip

@@ -40,9 +40,6 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any
-
-import numpy as np
 
 # Evaluation runs on CPU; JAX (imported by model loaders) must not grab an accelerator by accident.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -201,42 +198,6 @@ def run_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_audio(dataset_dir: str, split: str, limit: int) -> tuple[list[str], list]:
-    """(ids, 16 kHz float waveforms) of up to ``limit`` utterances spread over a prepared split."""
-    import numpy as np
-
-    from naturalspeech2_jax.data import pipeline
-
-    source = pipeline.open_split(dataset_dir, split)
-    n = len(source)
-    idx = range(n) if not limit or n <= limit else [int(i * n / limit) for i in range(limit)]
-    ids, wavs = [], []
-    for i in idx:
-        ex = source[i]
-        uid = ex["id"].decode() if isinstance(ex["id"], bytes) else str(ex["id"])
-        ids.append(f"{dataset_dir}[{split}]/{uid}")
-        wavs.append(np.asarray(ex["audio"], np.float32) / 32768.0)
-    return ids, wavs
-
-
-def _codebook_usage(codec: Any, wavs: list[np.ndarray]) -> list[codec_metrics.QuantizerUsage]:
-    """Codes used, entropy and the mel distance of every quantizer prefix (1..Q) on ``wavs``."""
-    codes = [codec.encode(w) for w in wavs]
-    q = codes[0].shape[-1]
-    mel = [
-        float(
-            np.mean(
-                [
-                    codec_metrics.mel_distance(w, codec.decode_codes(c[:, :k])[: len(w)])
-                    for w, c in zip(wavs, codes, strict=True)
-                ]
-            )
-        )
-        for k in range(1, q + 1)
-    ]
-    return codec_metrics.codebook_usage(codes, codec.codebook_size, mel)
-
-
 def run_codec(args: argparse.Namespace) -> int:
     from naturalspeech2_jax.evaluation import opus
 
@@ -250,7 +211,7 @@ def run_codec(args: argparse.Namespace) -> int:
     if args.data:
         _check_path("--data", args.data, folder=True)
         try:
-            files, wavs = _dataset_audio(args.data, args.split, args.limit)
+            files, wavs = corpus.prepared_audio(args.data, args.split, args.limit)
         except (FileNotFoundError, KeyError, ValueError) as e:
             raise ValueError(f"cannot read split {args.split!r} of {args.data}: {e}") from None
     else:
@@ -297,7 +258,7 @@ def run_codec(args: argparse.Namespace) -> int:
         codebook_size=args.codebook_size,
         opus_backend=args.opus_backend,
     )
-    usage = _codebook_usage(codec_object, wavs) if codec_object is not None else None
+    usage = codec_metrics.measure_codebook_usage(codec_object, wavs) if codec_object else None
     wall = time.perf_counter() - start
     json_path, md_path, _ = _outputs(args.out)
     result = {

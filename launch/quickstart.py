@@ -44,10 +44,17 @@ from absl import app, flags
 from etils import epath
 
 from naturalspeech2_jax import cli
+from naturalspeech2_jax.data.shared_corpus import NATIVE_HELDOUT
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage writes its outputs.")
-_PRESET = flags.DEFINE_enum("preset", "tiny", ["smoke", "tiny"], "Size of every stage.")
+_PRESET = flags.DEFINE_enum("preset", "tiny", ["smoke", "tiny", "real"], "Size of every stage.")
 _CORPUS = flags.DEFINE_string("corpus", None, "A corpus on disk instead of the embedded one.")
+_SHARED = flags.DEFINE_string(
+    "shared_data",
+    None,
+    "The real-speech recipe's corpora (speechocean762_adult, cathy, "
+    "librispeech_tc100): default ../shared/data with --preset=real.",
+)
 _LAYOUT = flags.DEFINE_string("layout", None, "Corpus layout when it cannot be detected.")
 _DURATIONS, _ALIGNER = cli.define_alignment_flags()
 
@@ -82,6 +89,24 @@ QUICKSTART = {
         samples=dict(count=8, sampler="dpm++2m", steps=25),
         eval=dict(asr=("moonshine",), speaker=True),
     ),
+    # The real-speech recipe (--shared_data; issue 27): ~320 speakers, budget <= 4 h on 2 cores.
+    "real": dict(
+        native_heldout=25,  # librispeech_tc100 readers no model trains on (a native check)
+        data=dict(transcribe=True, max_edge_silence=0.2),
+        codec=("tiny_spectral", {"total_steps": 5400, "checkpoint_every": 300, "eval_every": 0,
+                                 "log_every": 50, "loss.complex_weight": 10.0}),
+        codes_bucket_frames=160,
+        # The 6.4M tiny_speech variant of docs/experiments/ns2.md (WER 0.425 on dev after 90 min).
+        ns2=("tiny_speech", {"total_steps": 8000, "checkpoint_every": 250, "eval_every": 0,
+                             "log_every": 50, "model.wn_layers": 12, "model.enc_layers": 3,
+                             "model.cond_drop_prob": 0.2, "ema_decay": 0.999}),
+        samples=dict(count=40, sampler="dpm++2m", steps=25, guidance_scale=2.0, pairs="prepared"),
+        native=dict(sampler="dpm++2m", steps=25),
+        conversion=dict(count=20, sampler="dpm++2m", steps=25),
+        eval=dict(asr=("moonshine",), speaker=True, dnsmos=True),
+        codec_eval=dict(limit=50, quantizers=(4, 8, 16)),
+        export=dict(dtype="bfloat16"),
+    ),
 }  # fmt: skip
 
 
@@ -91,6 +116,7 @@ class Options:
 
     preset: str = "tiny"
     corpus: str | None = None  # a corpus on disk instead of the embedded one
+    shared_data: str | None = None  # the real-speech recipe's ../shared/data
     layout: str | None = None
     durations: str = "auto"  # auto | aligner | exact (PrepareOptions.durations)
     aligner: str = "auto"  # auto | pocketsphinx | builtin (PrepareOptions.aligner)
@@ -114,6 +140,11 @@ def _done(workdir: epath.Path, stage: str) -> dict:
 
 
 def stage_corpus(workdir: epath.Path, opts: Options) -> dict:
+    if opts.shared_data:  # split folders of links: the native hold-out is its own split
+        from naturalspeech2_jax.data.shared_corpus import link_corpora
+
+        heldout = QUICKSTART[opts.preset].get("native_heldout", 25)
+        return link_corpora(opts.shared_data, workdir / "corpus", heldout=heldout)
     if opts.corpus:
         return {"corpus": opts.corpus}
     from naturalspeech2_jax.data.synthetic import generate_corpus
@@ -128,7 +159,13 @@ def stage_corpus(workdir: epath.Path, opts: Options) -> dict:
 def stage_data(workdir: epath.Path, opts: Options) -> dict:
     from naturalspeech2_jax.data.prepare import prepare_corpus
 
-    if opts.corpus:  # a real corpus: durations from TextGrids or the built-in aligner
+    if opts.shared_data:  # transcribe the untranscribed readers, cut long edge silences
+        extra = QUICKSTART[opts.preset].get("data", {"transcribe": True})
+        result = prepare_corpus(
+            _done(workdir, "corpus")["corpora"], workdir / "data", name="quickstart",
+            durations=opts.durations, aligner=opts.aligner, **extra,
+        )  # fmt: skip
+    elif opts.corpus:  # a real corpus: durations from TextGrids or the built-in aligner
         result = prepare_corpus(
             opts.corpus, workdir / "data", layout=opts.layout, name="quickstart",
             durations=opts.durations, aligner=opts.aligner,
@@ -152,7 +189,8 @@ def _splits(dataset_dir: str) -> tuple[str, str]:
 
     _, splits = dataset_info(dataset_dir)
     held = [s for s in splits if s in ("heldout", "dev", "test", "validation")]
-    train = [s for s in splits if s not in held] or splits
+    # The native hold-out (--shared_data) is never trained on, nor the evaluation split.
+    train = [s for s in splits if s not in held and s != NATIVE_HELDOUT] or splits
     return ",".join(train), (held[0] if held else train[0])
 
 
@@ -200,17 +238,34 @@ def stage_ns2(workdir: epath.Path, opts: Options) -> dict:
 
 def stage_samples(workdir: epath.Path, opts: Options) -> dict:
     from naturalspeech2_jax.inference import Synthesizer
-    from naturalspeech2_jax.inference.samples import write_heldout_samples
+    from naturalspeech2_jax.inference import samples as S
+    from naturalspeech2_jax.inference.codes_dataset import dataset_info
 
-    q = QUICKSTART[opts.preset]["samples"]
+    p = QUICKSTART[opts.preset]
+    q = p["samples"]
     synth = Synthesizer.from_checkpoint(workdir / "ns2")
     dataset_dir = _done(workdir, "codes")["dataset_dir"]
     _, heldout = _splits(dataset_dir)
-    pairs = write_heldout_samples(
-        synth, dataset_dir, heldout, workdir / "samples",
-        count=q["count"], sampler=q["sampler"], steps=q["steps"],
-    )  # fmt: skip
-    return {"pairs": str(pairs), "sampler": q["sampler"], "steps": q["steps"]}
+    out = workdir / "samples"
+    if q.get("pairs") == "prepared":  # launch/evaluate.py tts's pairs: 3 s prompts, cut on phonemes
+        from naturalspeech2_jax.evaluation.corpus import pairs_from_prepared
+
+        pairs = pairs_from_prepared(dataset_dir, heldout, out / "audio", limit=q["count"])
+        path = S.write_pair_samples(synth, pairs, out, sampler=q["sampler"], steps=q["steps"],
+                                    guidance_scale=q.get("guidance_scale", 1.0))  # fmt: skip
+    else:
+        path = S.write_heldout_samples(synth, dataset_dir, heldout, out, count=q["count"],
+                                       sampler=q["sampler"], steps=q["steps"])  # fmt: skip
+    result = {"pairs": str(path), "sampler": q["sampler"], "steps": q["steps"]}
+    if "native" in p and NATIVE_HELDOUT in dataset_info(dataset_dir)[1]:
+        native = S.write_same_utterance_samples(synth, dataset_dir, NATIVE_HELDOUT,
+                                                out / "native", **p["native"])  # fmt: skip
+        result["native_pairs"] = str(native)
+    if "conversion" in p:
+        conversions = S.write_conversion_samples(synth, dataset_dir, heldout, out / "conversion",
+                                                 **p["conversion"])  # fmt: skip
+        result["conversions"] = str(conversions)
+    return result
 
 
 # What the eval stage imports for each evaluator (setup.py's "eval" extra installs them all).
@@ -236,23 +291,78 @@ def missing_eval_modules(workdir: epath.Path, opts: Options) -> list[str]:
 
 def stage_eval(workdir: epath.Path, opts: Options) -> dict:
     from naturalspeech2_jax.evaluation import corpus, report, tts_eval
-
-    q = QUICKSTART[opts.preset]["eval"]
-    pairs = corpus.read_pair_list(_done(workdir, "samples")["pairs"])
-    config = tts_eval.EvaluatorConfig(asr=list(q["asr"]), speaker=q["speaker"], dnsmos=False)
-    # The codec's resynthesis of the ground truth is the ceiling any NS2 of this codec can reach.
     from naturalspeech2_jax.inference.codec import Codec
 
-    codec = tts_eval.as_codec_resynthesis(Codec.from_checkpoint(workdir / "codec"))
-    result = evaluate_written_samples(pairs, workdir / "samples", config, tts_eval, codec)
+    p = QUICKSTART[opts.preset]
+    q = p["eval"]
+    done = _done(workdir, "samples")
+    config = tts_eval.EvaluatorConfig(asr=list(q["asr"]), speaker=q["speaker"],
+                                      dnsmos=q.get("dnsmos", False))  # fmt: skip
+    # The codec's resynthesis of the ground truth is the ceiling any NS2 of this codec can reach.
+    codec_object = Codec.from_checkpoint(workdir / "codec")
+    codec = tts_eval.as_codec_resynthesis(codec_object)
     out = workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    report.write_json(result, out / "report.json")
-    (out / "report.md").write_text(report.markdown_report(result), encoding="utf-8")
-    keys = ("wer", "speaker_similarity", "seconds")
+    pairs = corpus.read_pair_list(done["pairs"])
+    result = evaluate_written_samples(pairs, epath.Path(done["pairs"]).parent, config, tts_eval,
+                                      codec)  # fmt: skip
+    _write_report(result, out / "report", report, plots=opts.preset != "smoke")
+    keys = ("wer", "speaker_similarity", "dnsmos_ovrl", "seconds")
     summary = {f"{system}/{k}": v for system, row in result["systems"].items() for k, v in
                row.items() if k in keys}  # fmt: skip
-    return {"report": str(out / "report.json"), **summary}
+    summary["report"] = str(out / "report.json")
+    if "native_pairs" in done:  # similarity on native speech: no transcript to score WER against
+        native_config = dataclasses.replace(config, asr=[], prosody=False)
+        native_pairs = corpus.read_pair_list(done["native_pairs"])
+        native = evaluate_written_samples(native_pairs, epath.Path(done["native_pairs"]).parent,
+                                          native_config, tts_eval, codec)  # fmt: skip
+        _write_report(native, out / "native", report, plots=False)
+        summary.update({f"native/{system}/{k}": v for system, row in native["systems"].items()
+                        for k, v in row.items() if k in keys})  # fmt: skip
+    if "conversions" in done:
+        from naturalspeech2_jax.evaluation import conversion
+
+        vc = conversion.conversion_similarity(conversion.read_conversions(done["conversions"]))
+        report.write_json(vc, out / "conversion.json")
+        (out / "conversion.md").write_text(conversion.conversion_markdown(vc["summary"]) + "\n")
+        summary.update({f"conversion/{k}": v for k, v in vc["summary"].items()})
+    if "codec_eval" in p:
+        summary.update(_codec_eval(workdir, codec_object, p["codec_eval"], out))
+    return summary
+
+
+def _write_report(result: dict, stem: epath.Path, report, plots: bool) -> None:
+    """``stem``.json and .md (and, with ``plots``, PNGs under ``stem``_plots/)."""
+    report.write_json(result, stem.with_suffix(".json"))
+    stem.with_suffix(".md").write_text(report.markdown_report(result), encoding="utf-8")
+    if plots:
+        report.plot_report(result, stem.parent / f"{stem.name}_plots")
+
+
+def _codec_eval(workdir: epath.Path, codec, q: dict, out: epath.Path) -> dict:
+    """The codec beside Opus at its bitrates, and its codebook usage, on held-out utterances."""
+    from naturalspeech2_jax.evaluation import codec_metrics, corpus, opus, report, tts_eval
+
+    dataset_dir = _done(workdir, "data")["dataset_dir"]
+    _, heldout = _splits(dataset_dir)
+    names, wavs = corpus.prepared_audio(dataset_dir, heldout, q["limit"])
+    backend = "ffmpeg" if opus.opus_available("ffmpeg") else "soundfile"
+    have_opus = opus.opus_available(backend)
+    rows = codec_metrics.codec_table(
+        wavs, tts_eval.as_codec_resynthesis(codec), q["quantizers"], None if have_opus else [],
+        codebook_size=codec.codebook_size, opus_backend=backend,
+    )  # fmt: skip
+    usage = codec_metrics.measure_codebook_usage(codec, wavs)
+    result = {"rows": [r.as_dict() for r in rows], "files": names,
+              "codebook_usage": [u.as_dict() for u in usage]}  # fmt: skip
+    report.write_json(result, out / "codec.json")
+    (out / "codec.md").write_text(
+        "## Codec quality\n\n" + codec_metrics.codec_table_markdown(rows)
+        + "\n\n## Codebook usage\n\n"
+        + codec_metrics.codebook_usage_markdown(usage, codec.codebook_size) + "\n"
+    )  # fmt: skip
+    return {f"codec/{r.system}/{r.setting}/{m}": getattr(r, m) for r in rows
+            for m in ("kbps", "pesq", "stoi")}  # fmt: skip
 
 
 def evaluate_written_samples(pairs, samples: epath.Path, config, tts_eval, codec=None) -> dict:
@@ -274,6 +384,16 @@ def evaluate_written_samples(pairs, samples: epath.Path, config, tts_eval, codec
     return tts_eval.evaluate_tts(pairs, synthesize, codec, config, log_every=0)
 
 
+def stage_export(workdir: epath.Path, opts: Options) -> dict:
+    """The trained codec and NS2 as one folder of weights (no optimizer state) that
+    ``Synthesizer.from_checkpoint`` and every ``--checkpoint`` CLI load: what one ships."""
+    from naturalspeech2_jax.inference.export import export_model
+
+    dtype = QUICKSTART[opts.preset].get("export", {}).get("dtype", "float32")
+    result = export_model(workdir / "ns2", workdir / "export", dtype=dtype, overwrite=True)
+    return {"model": result.out_dir, "dtype": dtype, "bytes": result.total_bytes}
+
+
 STAGES: list[tuple[str, Callable]] = [
     ("corpus", stage_corpus),
     ("data", stage_data),
@@ -282,6 +402,7 @@ STAGES: list[tuple[str, Callable]] = [
     ("ns2", stage_ns2),
     ("samples", stage_samples),
     ("eval", stage_eval),
+    ("export", stage_export),
 ]
 
 
@@ -325,9 +446,18 @@ def main(argv: list[str]) -> None:
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
+    shared = _SHARED.value or ("../shared/data" if _PRESET.value == "real" else None)
+    if shared and _CORPUS.value:
+        raise app.UsageError("pass --corpus or --shared_data, not both.")
+    if shared and not os.path.isdir(shared):
+        raise app.UsageError(
+            f"--shared_data={shared} is not a directory; point it at the folder of "
+            "speechocean762_adult, cathy and librispeech_tc100."
+        )
     opts = Options(
         preset=_PRESET.value, corpus=_CORPUS.value, layout=_LAYOUT.value,
         durations=_DURATIONS.value, aligner=_ALIGNER.value,
+        shared_data=os.path.abspath(shared) if shared else None,
     )  # fmt: skip
     missing = missing_eval_modules(workdir, opts)
     if missing:

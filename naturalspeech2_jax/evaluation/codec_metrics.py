@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -252,6 +252,21 @@ def codebook_usage(
         mel = None if mel_distances is None else float(mel_distances[q])
         rows.append(QuantizerUsage(q + 1, int((counts > 0).sum()), 2.0**entropy, entropy, mel))
     return rows
+
+
+def measure_codebook_usage(codec: Any, wavs: Sequence[np.ndarray]) -> list[QuantizerUsage]:
+    """:func:`codebook_usage` of a codec object (``encode(wav) -> [T, Q]``, ``decode_codes``,
+    ``codebook_size``: ``inference.codec.Codec``) on ``wavs``, with the log-mel distance of the
+    reconstruction from every prefix 1..Q of its quantizers."""
+    codes = [np.asarray(codec.encode(w)) for w in wavs]
+    mel = [
+        _mean(
+            mel_distance(w, codec.decode_codes(c[:, :k])[: len(w)])
+            for w, c in zip(wavs, codes, strict=True)
+        )
+        for k in range(1, codes[0].shape[-1] + 1)
+    ]
+    return codebook_usage(codes, int(codec.codebook_size), mel)
 
 
 def codebook_usage_markdown(rows: Sequence[QuantizerUsage], codebook_size: int) -> str:

@@ -212,6 +212,22 @@ def pairs_from_prepared(
     return out
 
 
+def prepared_audio(
+    dataset_dir: str | os.PathLike, split: str, limit: int | None = None
+) -> tuple[list[str], list[np.ndarray]]:
+    """(names ``DIR[split]/id``, 16 kHz float waveforms) of up to ``limit`` utterances spread
+    evenly over a prepared split (every utterance when ``limit`` is falsy)."""
+    source = open_split(dataset_dir, split)
+    n = len(source)
+    idx = range(n) if not limit or n <= limit else [int(i * n / limit) for i in range(limit)]
+    names, wavs = [], []
+    for i in idx:
+        ex = source[i]
+        names.append(f"{dataset_dir}[{split}]/{_text(ex['id'])}")
+        wavs.append(np.asarray(ex["audio"], np.float32) / 32768.0)
+    return names, wavs
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

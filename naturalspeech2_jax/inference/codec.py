@@ -2,7 +2,8 @@
 
 A codec run is the ``--workdir`` of ``launch/train.py --config=configs/codec.py[:preset]``: it holds
 ``checkpoints/`` (Orbax), ``config.json`` and, once training finished (or at every evaluation),
-``latent_stats.npz``. Everything below uses the EMA weights when the run kept them.
+``latent_stats.npz``. Everything below uses the EMA weights when the run kept them. A model folder
+written by ``launch/export.py`` (or its ``codec/`` folder) loads like a run (``exported.py``).
 
 What NaturalSpeech 2 uses (all arrays numpy; batch axes optional)::
 
@@ -44,6 +45,7 @@ from flax import nnx
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
 from naturalspeech2_jax.audio.io import AudioError, load_audio, resample, save_audio
 from naturalspeech2_jax.data.codes import LATENT_STATS_FILE, read_latent_stats
+from naturalspeech2_jax.inference import exported
 from naturalspeech2_jax.models.codec import (
     NeuralCodec,
     decode_latent_jit,
@@ -104,6 +106,11 @@ def load_latent_stats(workdir: str | epath.Path) -> dict[str, np.ndarray] | None
         return dict(np.load(f))
 
 
+def abstract_codec(config: ml_collections.ConfigDict) -> NeuralCodec:
+    """The codec of a codec run's config with ShapeDtypeStruct weights (restoring fills them)."""
+    return nnx.eval_shape(lambda: neural_codec_from_config(config.model, nnx.Rngs(0)))
+
+
 class Codec:
     """A trained codec (EMA weights) with numpy in/out; batch axes are optional everywhere."""
 
@@ -127,16 +134,22 @@ class Codec:
     @classmethod
     def from_checkpoint(cls, workdir: str | epath.Path) -> Codec:
         """Load the latest checkpoint of a codec run (EMA weights when the run kept them): the
-        generator's weights alone, restored into the codec (no discriminators, no optimizer)."""
+        generator's weights alone, restored into the codec (no discriminators, no optimizer).
+        A model folder of ``launch/export.py``, or its ``codec/`` folder, loads its codec."""
         workdir = epath.Path(workdir)
+        part = exported.locate(workdir, "codec")
+        if part is not None:  # a folder of launch/export.py (or its codec/): numpy weights
+            config = load_config(part)
+            model = exported.load_weights(part, abstract_codec(config))
+            step = int(exported.part_info(part)["step"])
+            return cls(model, config, exported.read_latent_stats(part), str(part), step)
         config = load_config(workdir)
         if latest_step(workdir) is None:
             raise CheckpointError(
                 f"{workdir}/checkpoints holds no checkpoint; train the codec first or "
                 f"{_train_hint()}."
             )
-        abstract = nnx.eval_shape(lambda: neural_codec_from_config(config.model, nnx.Rngs(0)))
-        model, step = restore_params(workdir, abstract, prefix=("codec",))
+        model, step = restore_params(workdir, abstract_codec(config), prefix=("codec",))
         return cls(model, config, load_latent_stats(workdir), str(workdir), int(step))
 
     # ------------------------------------------------------------------ core

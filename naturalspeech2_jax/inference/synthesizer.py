@@ -8,12 +8,13 @@
     outs = synth.synthesize_batch(["One.", "Two sentences here."], "prompt.wav")
 
 An NS2 run (the ``--workdir`` of ``launch/train.py --config=configs/diffusion.py``) records in every
-checkpoint the phoneme vocabulary, the codec run and the latent statistics, so the run directory
-is all inference needs. Long text is split at sentence boundaries, synthesised as one batch and
-joined. Shapes are bucketed (batch, phonemes, frames; the prompt is always padded to
-``max_prompt_seconds``), so one compiled program serves every input of a bucket; ``warmup()``
-compiles the buckets ahead of time. ``speed`` and ``pitch_shift`` are traced values: changing them
-never recompiles.
+checkpoint the phoneme vocabulary, the codec run and the latent statistics, so the run directory is
+all inference needs; a model folder written by ``launch/export.py`` (weights, configs, codec and
+vocabulary in one folder: ``inference/exported.py``) loads the same way. Long text is split at
+sentence boundaries, synthesised as one batch and joined. Shapes are bucketed (batch, phonemes,
+frames; the prompt is always padded to ``max_prompt_seconds``), so one compiled program serves every
+input of a bucket; ``warmup()`` compiles the buckets ahead of time. ``speed`` and ``pitch_shift``
+are traced values: changing them never recompiles.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from etils import epath
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
 from naturalspeech2_jax.audio.io import AudioError, load_audio, normalize_loudness, resample
 from naturalspeech2_jax.diffusion import losses as L
+from naturalspeech2_jax.inference import exported
 from naturalspeech2_jax.inference.codec import Codec
 from naturalspeech2_jax.models.ns2 import abstract_model, predict_durations_jit
 from naturalspeech2_jax.text.g2p import WB, phonemize
@@ -284,6 +286,43 @@ def _load_vocab(data: Any, source: str, vocab_size: int):
     return vocab
 
 
+def _run_meta(workdir: epath.Path) -> tuple[ml_collections.ConfigDict, int, dict[str, Any]]:
+    """(config, latest step, its checkpoint's ``ns2`` meta: vocab, codec run, latent statistics)
+    of an NS2 training run."""
+    config = _load_ns2_config(workdir)
+    step = latest_step(workdir)
+    if step is None:
+        raise CheckpointError(
+            f"{workdir}/checkpoints holds no checkpoint; train longer or {_TRAIN_HINT}."
+        )
+    meta = restore_meta(workdir, step).get("ns2")
+    if not meta:
+        raise CheckpointError(
+            f"the checkpoint of {workdir} at step {step} records no codec or vocabulary "
+            "(trained before checkpoints carried them); retrain it with this version."
+        )
+    return config, int(step), meta
+
+
+def _exported_meta(part: epath.Path) -> tuple[ml_collections.ConfigDict, int, dict[str, Any]]:
+    """The same for the NS2 part of an exported model: its codec is the folder's own."""
+    root = part.parent
+    config = _load_ns2_config(part)
+    stats = exported.read_latent_stats(part)
+    if stats is None:
+        raise exported.ExportedModelError(
+            f"{part} has no latent statistics; copy the whole folder again or re-export it."
+        )
+    vocab_path = root / exported.VOCAB
+    try:
+        vocab = json.loads(vocab_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise exported.ExportedModelError(f"cannot read {vocab_path} ({e}); copy the whole "
+                                          "folder again or re-export it.") from None  # fmt: skip
+    meta = {"vocab": vocab, "latent_stats": stats, "codec_checkpoint": str(root)}
+    return config, int(exported.part_info(part)["step"]), meta
+
+
 class Synthesizer:
     """A restored NS2 model + its codec + its phoneme vocabulary, with bucketed jitted synthesis."""
 
@@ -316,28 +355,25 @@ class Synthesizer:
         vocab: Any = None,
         max_prompt_seconds: float | None = None,
     ) -> Synthesizer:
-        """Restore the latest checkpoint of an NS2 run (local or gs://) with its codec and vocab.
+        """Restore the latest checkpoint of an NS2 run (local or gs://) with its codec and vocab,
+        or the model folder ``launch/export.py`` wrote (``ns2_dir`` is then that folder).
 
         ``codec_checkpoint`` overrides the recorded codec run (e.g. after moving it); ``vocab``
         (a PhonemeVocab or a vocab.json path) is checked against the checkpoint's vocabulary.
         """
         workdir = epath.Path(ns2_dir)
-        config = _load_ns2_config(workdir)
-        step = latest_step(workdir)
-        if step is None:
-            raise CheckpointError(
-                f"{workdir}/checkpoints holds no checkpoint; train longer or {_TRAIN_HINT}."
-            )
-        meta = restore_meta(workdir, step).get("ns2")
-        if not meta:
-            raise CheckpointError(
-                f"the checkpoint of {workdir} at step {step} records no codec or vocabulary "
-                "(trained before checkpoints carried them); retrain it with this version."
-            )
+        part = exported.locate(workdir, "ns2")
+        if part is None:  # a training run: its latest Orbax checkpoint
+            config, step, meta = _run_meta(workdir)
+            restore = lambda m: restore_params(workdir, m, step=step)[0]
+        else:  # a folder of launch/export.py: numpy weights, no Orbax
+            workdir = part.parent
+            config, step, meta = _exported_meta(part)
+            restore = lambda m: exported.load_weights(part, m)
         source = f"{workdir} (step {step})"
         ckpt_vocab = _load_vocab(meta.get("vocab"), source, int(config.model.vocab_size))
         beside = workdir / "vocab.json"
-        if beside.exists():
+        if part is None and beside.exists():
             ckpt_vocab.check_compatible(json.loads(beside.read_text()).get("version", "?"),
                                         where=str(beside))  # fmt: skip
         if vocab is not None:
@@ -352,7 +388,7 @@ class Synthesizer:
                 f"codec {codec.workdir} has codebooks {tuple(codec.codebooks.shape)} but {workdir} "
                 f"was trained with {want}; pass the codec run it was trained with."
             )
-        model, _ = restore_params(workdir, abstract_model(config.model, want), step=step)
+        model = restore(abstract_model(config.model, want))
         return cls(
             model, codec, ckpt_vocab, meta["latent_stats"], config, checkpoint=str(workdir),
             step=int(step), max_prompt_seconds=max_prompt_seconds,

@@ -138,6 +138,7 @@ class NeuralCodec(nnx.Module):
         kind: str = "wave",
         layers: Sequence[int] = (4, 8),
         mlp_ratio: int = 3,
+        phase: str = "absolute",
         rngs: nnx.Rngs,
     ):
         if kind not in CODEC_KINDS:
@@ -167,7 +168,7 @@ class NeuralCodec(nnx.Module):
         if kind == "wave":
             self.decoder = Decoder(*args, rngs)
         else:
-            self.decoder = ISTFTDecoder(*spectral, dec_layers, rngs)
+            self.decoder = ISTFTDecoder(*spectral, dec_layers, rngs, phase=phase)
 
     def _check(self, wav: jax.Array) -> None:
         if wav.shape[-1] % self.hop:
@@ -250,6 +251,7 @@ def neural_codec_from_config(m: Any, rngs: nnx.Rngs) -> NeuralCodec:
         kind=m.get("kind", "wave"),
         layers=tuple(m.get("layers", (4, 8))),
         mlp_ratio=m.get("mlp_ratio", 3),
+        phase=m.get("phase", "absolute"),  # absent from configs before it existed
         rngs=rngs,
     )
 

@@ -12,6 +12,13 @@ training need.
   on the hop) -> input conv -> ConvNeXt blocks -> latent ``[B, T, latent_dim]``.
 - ``ISTFTDecoder``: latent -> ConvNeXt blocks -> per frame a log-magnitude and a phase for every
   bin -> complex spectrum -> windowed inverse FFT and overlap-add -> waveform ``[B, T * hop]``.
+  ``phase="absolute"`` (Vocos) predicts each frame's phase; ``phase="cumulative"`` predicts its
+  advance over the previous frame instead, as a deviation from the advance of a steady sinusoid
+  at the bin's centre (``2 pi k hop / n_fft``), and sums it over time (a phase vocoder's rule).
+  A frame's absolute phase depends on the whole past, which a network of finite receptive field
+  cannot know, so without a GAN the absolute phases of neighbouring frames disagree and the
+  overlap-add interferes (measured: SI-SDR -35 dB after 600 steps, PESQ 1.2); the advance is
+  local, and steady sounds come out coherent from the first step.
 
 Both keep the waveform codec's contract (``[B, N]`` -> ``[B, N / hop, latent_dim]`` -> ``[B, N]``),
 so the quantizer, the losses, the discriminators, NS2 and every API are the same.
@@ -32,6 +39,7 @@ from naturalspeech2_jax.parallel import ACT_EMBED, constrain
 # Log-magnitude ceiling of the decoder: exp(7) ~ 1100, above the STFT magnitude of a full-scale
 # sine (n_fft / 4 = 200 with this unnormalised Hann window); keeps exp() finite early in training.
 _MAX_LOG_MAGNITUDE = 7.0
+PHASE_MODES = ("absolute", "cumulative")
 
 
 def frame_stft(wav: jax.Array, n_fft: int, hop: int) -> jax.Array:
@@ -120,8 +128,10 @@ class SpectralEncoder(nnx.Module):
 class ISTFTDecoder(nnx.Module):
     """[B, T, latent_dim] -> ConvNeXt -> log-magnitude and phase per bin -> iSTFT -> [B, T*hop]."""
 
-    def __init__(self, hop, dim, mlp_ratio, latent_dim, layers, rngs):
-        self.hop, self.n_fft = hop, 4 * hop
+    def __init__(self, hop, dim, mlp_ratio, latent_dim, layers, rngs, phase="absolute"):
+        if phase not in PHASE_MODES:
+            raise ValueError(f"phase {phase!r} is not one of {PHASE_MODES}; set model.phase.")
+        self.hop, self.n_fft, self.phase = hop, 4 * hop, phase
         self.bins = self.n_fft // 2 + 1
         self.stem = Conv1d(latent_dim, dim, 7, weight_norm=False, rngs=rngs)
         self.norm_in = layer_norm(dim, rngs)
@@ -136,6 +146,11 @@ class ISTFTDecoder(nnx.Module):
         # The spectrum and the inverse FFT in float32 whatever the compute dtype.
         out = self.head(ln(self.norm_out, x)).astype(jnp.float32)
         log_mag, phase = out[..., : self.bins], out[..., self.bins :]
+        if self.phase == "cumulative":
+            # Bin k's steady advance 2 pi k hop / n_fft taken modulo 2 pi (exact in float32),
+            # plus the predicted deviation, summed over frames.
+            steady = 2 * np.pi * ((np.arange(self.bins) * self.hop) % self.n_fft) / self.n_fft
+            phase = jnp.cumsum(phase + jnp.asarray(steady, jnp.float32), axis=1)
         mag = jnp.exp(jnp.minimum(log_mag, _MAX_LOG_MAGNITUDE))
         # The phase as an angle: cos/sin of an unbounded output wrap by themselves (Vocos).
         spec = jax.lax.complex(mag * jnp.cos(phase), mag * jnp.sin(phase))
