@@ -17,8 +17,10 @@ training need.
   at the bin's centre (``2 pi k hop / n_fft``), and sums it over time (a phase vocoder's rule).
   A frame's absolute phase depends on the whole past, which a network of finite receptive field
   cannot know, so without a GAN the absolute phases of neighbouring frames disagree and the
-  overlap-add interferes (measured: SI-SDR -35 dB after 600 steps, PESQ 1.2); the advance is
-  local, and steady sounds come out coherent from the first step.
+  overlap-add interferes (SI-SDR -35 dB after 600 steps on real speech); summed advances keep a
+  steady partial coherent from the first step. Measured on real speech it is nevertheless worse
+  (600 steps: PESQ 1.14 / STOI 0.63 against 1.22 / 0.74; docs/experiments/codec.md): the bins'
+  relative phases drift apart, which smears pitch pulses and onsets inside a frame.
 
 Both keep the waveform codec's contract (``[B, N]`` -> ``[B, N / hop, latent_dim]`` -> ``[B, N]``),
 so the quantizer, the losses, the discriminators, NS2 and every API are the same.
