@@ -75,6 +75,35 @@ def shared_data() -> pathlib.Path:
     return SHARED_DATA
 
 
+def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+    """``build(dir)`` run once per test run, however many pytest-xdist workers ask for it.
+
+    Session fixtures are per process: under ``-n 2`` (the CI command) each worker would build the
+    smoke pipeline or the trained codec again, minutes of the same 2 cores. Workers share the
+    parent of their base temp folder; the first one to take the lock builds, the others wait and
+    reuse. Without xdist this is ``build(tmp_path_factory.mktemp(name))``.
+    """
+    import fcntl
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    root = tmp_path_factory.getbasetemp().parent
+    out, done = root / name, root / f"{name}.built"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if out.exists():  # a build that failed in another worker: start again
+                import shutil
+
+                shutil.rmtree(out)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def smoke_pipeline(tmp_path_factory) -> pathlib.Path:
     """``launch/quickstart.py --preset=smoke`` run once per session: W/{data,codec,ns2,samples,
@@ -83,15 +112,17 @@ def smoke_pipeline(tmp_path_factory) -> pathlib.Path:
     import subprocess
     import sys
 
-    workdir = tmp_path_factory.mktemp("quickstart_smoke")
-    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu", NS2_DATA_DIR=str(workdir / "cache"))
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "launch" / "quickstart.py"), f"--workdir={workdir}",
-         "--preset=smoke"], capture_output=True, text=True, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return workdir
+    def build(workdir):
+        env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu",
+                   NS2_DATA_DIR=str(workdir / "cache"))  # fmt: skip
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "launch" / "quickstart.py"), f"--workdir={workdir}",
+             "--preset=smoke"], capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    return built_once(tmp_path_factory, "quickstart_smoke", build)
 
 
 # ------------------------------------------------------------------------------ codec
@@ -103,22 +134,25 @@ def codec_dataset(tmp_path_factory) -> str:
     (shuffled) set of crops, so the loss curve measures fitting a fixed batch. Two training
     splits (like the shared data's train + cathy) and held-out speakers.
     """
-    from naturalspeech2_jax.data.tfds_builder import write_dataset
+    from naturalspeech2_jax.data.tfds_builder import VERSION, write_dataset
 
-    root = tmp_path_factory.mktemp("codec_data")
     crop = load_config("codec").data.crop_frames
-    out = write_dataset(
-        root,
-        "codec_unit",
-        {
-            "train": lambda: (tone_example(crop, i) for i in range(5)),
-            "cathy": lambda: (tone_example(crop, i) for i in range(5, 8)),
-            "heldout": lambda: (tone_example(30 + 5 * i, 100 + i) for i in range(2)),
-        },
-    )
-    (out / "vocab.json").write_text('{"version": "unit"}')
-    (out / "speakers.json").write_text('["spk"]')
-    return str(out)
+
+    def build(root):
+        out = write_dataset(
+            root,
+            "codec_unit",
+            {
+                "train": lambda: (tone_example(crop, i) for i in range(5)),
+                "cathy": lambda: (tone_example(crop, i) for i in range(5, 8)),
+                "heldout": lambda: (tone_example(30 + 5 * i, 100 + i) for i in range(2)),
+            },
+        )
+        (out / "vocab.json").write_text('{"version": "unit"}')
+        (out / "speakers.json").write_text('["spk"]')
+
+    # One dataset for every worker: the trained codec (also built once) records its path.
+    return str(built_once(tmp_path_factory, "codec_data", build) / "codec_unit" / VERSION)
 
 
 @pytest.fixture(scope="session")
@@ -129,25 +163,27 @@ def codec_xla_cache(tmp_path_factory) -> pathlib.Path:
     evaluation and initialisation (same shapes, one device): the second run reads them from the
     cache instead of compiling again (most of the codec tests' time on 2 CPU cores is XLA).
     """
-    return tmp_path_factory.mktemp("xla_cache")
+    return built_once(tmp_path_factory, "xla_cache", lambda d: None)
 
 
 @pytest.fixture(scope="session")
 def trained_codec(codec_dataset, codec_xla_cache, tmp_path_factory) -> pathlib.Path:
     """The workdir of ``configs/codec.py:smoke`` trained CODEC_TRAIN_STEPS steps on
     ``codec_dataset`` by ``launch/train.py`` (evaluated and checkpointed at the last step)."""
-    workdir = tmp_path_factory.mktemp("codec_run") / "run"
-    codec_train_cli(
-        workdir,
-        codec_xla_cache,
-        f"--config.data.dataset_dir={codec_dataset}",
-        "--config.data.train_splits=train,cathy",
-        f"--config.total_steps={CODEC_TRAIN_STEPS}",
-        f"--config.eval_every={CODEC_TRAIN_STEPS}",
-        f"--config.checkpoint_every={CODEC_TRAIN_STEPS}",
-        "--config.async_checkpoints=False",
-    )
-    return workdir
+
+    def build(root):
+        codec_train_cli(
+            root / "run",
+            codec_xla_cache,
+            f"--config.data.dataset_dir={codec_dataset}",
+            "--config.data.train_splits=train,cathy",
+            f"--config.total_steps={CODEC_TRAIN_STEPS}",
+            f"--config.eval_every={CODEC_TRAIN_STEPS}",
+            f"--config.checkpoint_every={CODEC_TRAIN_STEPS}",
+            "--config.async_checkpoints=False",
+        )
+
+    return built_once(tmp_path_factory, "codec_run", build) / "run"
 
 
 # ------------------------------------------------------------------------------ NS2
