@@ -2,6 +2,7 @@
 
     python launch/quickstart.py --workdir=W [--preset=smoke|tiny] [--corpus=PATH]
         [--durations=auto|aligner|exact]
+    python launch/quickstart.py --workdir=W --preset=real [--shared_data=../shared/data]
 
 Without ``--corpus`` it generates the embedded corpus (a multi-speaker English corpus synthesised
 by espeak-ng, which ships with pip) under ``W/corpus``. Stages and what they leave:
@@ -13,6 +14,13 @@ by espeak-ng, which ships with pip) under ``W/corpus``. Stages and what they lea
     ns2      W/ns2                    NS2 run: launch/synthesize.py --checkpoint W/ns2 accepts it
     samples  W/samples                held-out-speaker sentences (wav + png) and pairs.tsv
     eval     W/eval                   WER (moonshine), speaker similarity, prosody: report.json/.md
+    export   W/export                 codec + NS2 weights as one folder (launch/export.py)
+
+``--preset=real`` is the real-speech recipe (issue 27): ``--shared_data`` (default
+../shared/data) is linked into split folders with 25 librispeech_tc100 readers held out
+(``data/shared_corpus.py``), the untranscribed readers are transcribed, and the samples and eval
+stages add the native hold-out's same-utterance pairs, voice conversions and the codec beside Opus
+(``W/eval/{report,native,conversion,codec}.md``).
 
 Each stage writes a ``W/<stage>.done`` marker; running the command again skips finished stages
 and resumes an interrupted training stage from its last checkpoint (XLA compilations are cached
