@@ -288,15 +288,11 @@ class SphinxAligner:
         except RuntimeError as err:
             raise AlignmentError(f"pocketsphinx cannot set up the alignment ({err})") from err
         raw = audio.tobytes()
-        d.start_utt()
-        d.process_raw(raw, full_utt=True)
-        d.end_utt()
+        _decode(d, raw)
         if d.hyp() is None:
             raise AlignmentError("pocketsphinx found no path through the transcript")
         d.set_alignment()
-        d.start_utt()
-        d.process_raw(raw, full_utt=True)
-        d.end_utt()
+        _decode(d, raw)
         out = []
         for word in d.get_alignment():
             for phone in word:
@@ -331,3 +327,15 @@ def espeak_pronunciation(word: str, language: str = "en-us") -> tuple[str, ...]:
 def transcript_words(text: str) -> list[str]:
     """The words pocketsphinx is forced through: the normalised text without punctuation."""
     return re.findall(r"[a-z']+", normalize_text(text))
+
+
+def _decode(d, raw: bytes) -> None:
+    """One pass of the decoder over an utterance. pocketsphinx raises a bare RuntimeError when
+    it cannot finish one (seen on a 17 s librispeech_tc100 reading: "Failed to stop utterance
+    processing"); that is this utterance's failure, reported and skipped, not the corpus's."""
+    try:
+        d.start_utt()
+        d.process_raw(raw, full_utt=True)
+        d.end_utt()
+    except RuntimeError as err:
+        raise AlignmentError(f"pocketsphinx could not decode the utterance ({err})") from err

@@ -114,3 +114,24 @@ def test_pocketsphinx_aligns_unseen_accented_speakers(shared_data):
     assert np.median(cons) >= 4 and np.mean(cons <= 1) < 0.05, (np.median(cons), cons)
     assert np.median(vow) >= 5
     assert np.mean(match) > 0.85  # its phones are, mostly, our phonemes
+
+
+def test_a_decoder_that_cannot_finish_an_utterance_rejects_that_utterance():
+    """pocketsphinx's bare RuntimeError from end_utt (seen on a 17 s librispeech_tc100 reading)
+    becomes this utterance's AlignmentError, which preparation reports and skips."""
+
+    class Stuck:
+        def set_align_text(self, text):
+            pass
+
+        def start_utt(self):
+            pass
+
+        def process_raw(self, raw, full_utt):
+            pass
+
+        def end_utt(self):
+            raise RuntimeError("Failed to stop utterance processing")
+
+    with pytest.raises(AlignmentError, match="could not decode the utterance .Failed to stop"):
+        sphinx.SphinxAligner._segments(Stuck(), np.zeros(1600, np.int16), ["hello"])
