@@ -117,7 +117,8 @@ QUICKSTART = {
         conversion=dict(count=20, sampler="dpm++2m", steps=25),
         eval=dict(asr=("moonshine",), speaker=True, dnsmos=True),
         codec_eval=dict(limit=50, quantizers=(4, 8, 16)),
-        export=dict(dtype="bfloat16"),
+        # check: the bf16 export's generated row on the same pairs and seeds (W/eval/export.md).
+        export=dict(dtype="bfloat16", check=True),
     ),
 }  # fmt: skip
 
@@ -401,9 +402,54 @@ def stage_export(workdir: epath.Path, opts: Options) -> dict:
     ``Synthesizer.from_checkpoint`` and every ``--checkpoint`` CLI load: what one ships."""
     from naturalspeech2_jax.inference.export import export_model
 
-    dtype = QUICKSTART[opts.preset].get("export", {}).get("dtype", "float32")
+    q = QUICKSTART[opts.preset].get("export", {})
+    dtype = q.get("dtype", "float32")
     result = export_model(workdir / "ns2", workdir / "export", dtype=dtype, overwrite=True)
-    return {"model": result.out_dir, "dtype": dtype, "bytes": result.total_bytes}
+    summary = {"model": result.out_dir, "dtype": dtype, "bytes": result.total_bytes,
+               "parameters": result.parameters}  # fmt: skip
+    if q.get("check") and dtype != "float32":
+        summary.update(_check_export(workdir, opts, result.out_dir, dtype))
+    return summary
+
+
+def _check_export(workdir: epath.Path, opts: Options, model: str, dtype: str) -> dict:
+    """The exported model's generated row on the samples stage's pairs, with the same sampler and
+    seeds, beside the run's (float32) row of the eval stage: what the export's dtype costs.
+    Writes W/eval/export.{json,md}."""
+    import math
+
+    from naturalspeech2_jax.evaluation import corpus, report, tts_eval
+    from naturalspeech2_jax.inference import Synthesizer
+    from naturalspeech2_jax.inference import samples as S
+
+    p = QUICKSTART[opts.preset]
+    q, e = p["samples"], p["eval"]
+    pairs = corpus.read_pair_list(_done(workdir, "samples")["pairs"])
+    out = workdir / "samples_export"
+    S.write_pair_samples(Synthesizer.from_checkpoint(model), pairs, out, sampler=q["sampler"],
+                         steps=q["steps"], guidance_scale=q.get("guidance_scale", 1.0))  # fmt: skip
+    config = tts_eval.EvaluatorConfig(asr=list(e["asr"]), speaker=e["speaker"],
+                                      dnsmos=e.get("dnsmos", False))  # fmt: skip
+    ours = evaluate_written_samples(pairs, out, config, tts_eval)["systems"]["generated"]
+    run = json.loads((workdir / "eval" / "report.json").read_text())["systems"]["generated"]
+
+    def measured(row: dict, key: str) -> bool:  # an evaluator that did not run gives None/NaN
+        return isinstance(row.get(key), int | float) and math.isfinite(row[key])
+
+    keys = [k for k in ("wer", "speaker_similarity", "dnsmos_ovrl")
+            if measured(ours, k) and measured(run, k)]  # fmt: skip
+    rows = {"float32 (the run)": run, f"{dtype} (the export)": ours}
+    table = ["| weights | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    table += [f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |"
+              for name, row in rows.items()]  # fmt: skip
+    diff = {k: ours[k] - run[k] for k in keys}
+    result = {"run": run, "export": ours, "dtype": dtype, "difference": diff}
+    report.write_json(result, workdir / "eval" / "export.json")
+    (workdir / "eval" / "export.md").write_text(
+        f"## {dtype} export against the float32 run\n\nSame {len(pairs)} pairs, sampler and "
+        "seeds (samples stage); only the weights differ.\n\n" + "\n".join(table) + "\n"
+    )  # fmt: skip
+    return {f"export_check/{k}": v for k, v in diff.items()}
 
 
 STAGES: list[tuple[str, Callable]] = [

@@ -157,3 +157,47 @@ def test_same_utterance_samples_continue_the_prompt(synth, smoke_pipeline, tmp_p
     assert len(sf.read(pair.prompt_audio)[0]) == sum(span) * 200
     assert len(sf.read(pair.ground_truth_audio)[0]) == sum(durations[len(span) :]) * 200
     assert (tmp_path / f"{pair.pair_id}_generated.wav").exists()
+
+
+@pytest.mark.slow
+def test_export_check_scores_the_export_on_the_runs_pairs_and_seeds(
+    smoke_pipeline, tmp_path, monkeypatch, quickstart
+):
+    """The real preset's export check: the exported model speaks the samples stage's pairs with
+    the same sampler and seeds and is scored beside the run's row. A float32 export holds the
+    run's weights, so it must give the run's speech and a difference of exactly 0."""
+    import json
+    import shutil
+
+    from etils import epath
+
+    from naturalspeech2_jax.evaluation import corpus, report, tts_eval
+    from naturalspeech2_jax.inference import Synthesizer
+    from naturalspeech2_jax.inference import samples as S
+    from naturalspeech2_jax.inference.export import export_model
+
+    monkeypatch.setitem(quickstart.QUICKSTART["smoke"], "eval", dict(asr=(), speaker=True))
+    work = epath.Path(tmp_path / "w")
+    (work / "eval").mkdir(parents=True)
+    shutil.copy(smoke_pipeline / "samples.done", work / "samples.done")
+    pairs = corpus.read_pair_list(json.loads((work / "samples.done").read_text())["pairs"])
+    q = quickstart.QUICKSTART["smoke"]["samples"]
+    run_dir = S.write_pair_samples(Synthesizer.from_checkpoint(smoke_pipeline / "ns2"), pairs,
+                                   work / "run_samples", sampler=q["sampler"],
+                                   steps=q["steps"]).parent  # fmt: skip
+    config = tts_eval.EvaluatorConfig(asr=[], speaker=True)
+    run = quickstart.evaluate_written_samples(pairs, run_dir, config, tts_eval)
+    report.write_json(run, work / "eval" / "report.json")
+
+    model = export_model(smoke_pipeline / "ns2", tmp_path / "f32").out_dir
+    got = quickstart._check_export(work, quickstart.Options(preset="smoke"), model, "float32")
+    assert got == {"export_check/speaker_similarity": 0.0}, got
+    written = sorted((work / "samples_export").glob("*_generated.wav"))
+    assert len(written) == len(pairs) > 0
+    for path in written:
+        assert path.read_bytes() == (run_dir / path.name).read_bytes()
+    md = (work / "eval" / "export.md").read_text()
+    assert "| float32 (the run) |" in md and "| float32 (the export) |" in md
+    assert json.loads((work / "eval" / "export.json").read_text())["difference"] == {
+        "speaker_similarity": 0.0
+    }
