@@ -98,7 +98,7 @@ QUICKSTART = {
         eval=dict(asr=("moonshine",), speaker=True),
     ),
     # The real-speech recipe (--shared_data; issue 27): ~320 speakers. Budgets sized so the whole
-    # recipe fits one ~2.5 h sitting on 2 cores (data ~40 min, codec ~25, NS2 ~55, the rest ~25).
+    # recipe fits one ~2.7 h sitting on 2 cores (data ~37 min, codec ~27, NS2 ~60, the rest ~30).
     "real": dict(
         native_heldout=25,  # librispeech_tc100 readers no model trains on (a native check)
         data=dict(transcribe=True, max_edge_silence=0.2),
@@ -109,7 +109,7 @@ QUICKSTART = {
                                  "optim.min_lr_ratio": 0.1}),
         codes_bucket_frames=160,
         # The 6.4M tiny_speech variant of docs/experiments/ns2.md (WER 0.425 on dev after 90 min).
-        ns2=("tiny_speech", {"total_steps": 3600, "checkpoint_every": 250, "eval_every": 0,
+        ns2=("tiny_speech", {"total_steps": 2400, "checkpoint_every": 250, "eval_every": 0,
                              "log_every": 50, "model.wn_layers": 12, "model.enc_layers": 3,
                              "model.cond_drop_prob": 0.2, "ema_decay": 0.999}),
         samples=dict(count=40, sampler="dpm++2m", steps=25, guidance_scale=2.0, pairs="prepared"),
