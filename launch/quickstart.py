@@ -98,7 +98,7 @@ QUICKSTART = {
         eval=dict(asr=("moonshine",), speaker=True),
     ),
     # The real-speech recipe (--shared_data; issue 27): ~320 speakers. Budgets sized so the whole
-    # recipe fits one ~2.7 h sitting on 2 cores (data ~37 min, codec ~27, NS2 ~60, the rest ~30).
+    # recipe fits one sitting on 2 cores (2 h 14 min measured: data 35, codec 27, NS2 54, rest 18).
     "real": dict(
         native_heldout=25,  # librispeech_tc100 readers no model trains on (a native check)
         data=dict(transcribe=True, max_edge_silence=0.2),
