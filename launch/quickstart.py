@@ -97,8 +97,9 @@ QUICKSTART = {
         samples=dict(count=8, sampler="dpm++2m", steps=25),
         eval=dict(asr=("moonshine",), speaker=True),
     ),
-    # The real-speech recipe (--shared_data; issue 27): ~320 speakers. Budgets sized so the whole
-    # recipe fits one sitting on 2 cores (2 h 14 min measured: data 35, codec 27, NS2 54, rest 18).
+    # The real-speech recipe (--shared_data; issue 27): 294 training voices measured. Budgets sized
+    # so the whole recipe fits one sitting on 2 cores (2 h 14 min measured: data 35, codec 27, NS2
+    # 54, rest 18).
     "real": dict(
         native_heldout=25,  # librispeech_tc100 readers no model trains on (a native check)
         data=dict(transcribe=True, max_edge_silence=0.2),
@@ -309,8 +310,7 @@ def stage_eval(workdir: epath.Path, opts: Options) -> dict:
     p = QUICKSTART[opts.preset]
     q = p["eval"]
     done = _done(workdir, "samples")
-    config = tts_eval.EvaluatorConfig(asr=list(q["asr"]), speaker=q["speaker"],
-                                      dnsmos=q.get("dnsmos", False))  # fmt: skip
+    config = _evaluator_config(tts_eval, q)
     # The codec's resynthesis of the ground truth is the ceiling any NS2 of this codec can reach.
     codec_object = Codec.from_checkpoint(workdir / "codec")
     codec = tts_eval.as_codec_resynthesis(codec_object)
@@ -342,6 +342,13 @@ def stage_eval(workdir: epath.Path, opts: Options) -> dict:
     if "codec_eval" in p:
         summary.update(_codec_eval(workdir, codec_object, p["codec_eval"], out))
     return summary
+
+
+def _evaluator_config(tts_eval, q: dict):
+    """The preset's ``eval`` block as an EvaluatorConfig: the eval stage and the export check
+    must score with the same evaluators for their rows to be comparable."""
+    return tts_eval.EvaluatorConfig(asr=list(q["asr"]), speaker=q["speaker"],
+                                    dnsmos=q.get("dnsmos", False))  # fmt: skip
 
 
 def _write_report(result: dict, stem: epath.Path, report, plots: bool) -> None:
@@ -428,8 +435,7 @@ def _check_export(workdir: epath.Path, opts: Options, model: str, dtype: str) ->
     out = workdir / "samples_export"
     S.write_pair_samples(Synthesizer.from_checkpoint(model), pairs, out, sampler=q["sampler"],
                          steps=q["steps"], guidance_scale=q.get("guidance_scale", 1.0))  # fmt: skip
-    config = tts_eval.EvaluatorConfig(asr=list(e["asr"]), speaker=e["speaker"],
-                                      dnsmos=e.get("dnsmos", False))  # fmt: skip
+    config = _evaluator_config(tts_eval, e)
     ours = evaluate_written_samples(pairs, out, config, tts_eval)["systems"]["generated"]
     run = json.loads((workdir / "eval" / "report.json").read_text())["systems"]["generated"]
 

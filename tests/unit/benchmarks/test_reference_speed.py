@@ -68,3 +68,28 @@ def test_smoke_run_reports_every_column_of_the_table(tmp_path, monkeypatch):
     assert any(row["source"].startswith(("models/", "diffusion/", "tasks/", "train/"))
                for row in ops["by_source"]), ops["by_source"]  # fmt: skip
     assert "HloModule" in (profile / "on" / "hlo.txt").read_text()[:2000]
+
+
+def test_inference_reports_euler_150_and_the_default_sampler_beside_it():
+    """Smoke sizes: the denoiser step from two Euler step counts, and the default sampler's own
+    rows (the ones issue 25's RTF target is about), each with a real-time factor."""
+    inf = rs.measure_inference(rs.bench_config(ce_rvq=True, smoke=True), smoke=True)
+    assert "error" not in inf, inf
+    # A difference of two timings: at smoke sizes noise can make it negative, so only finite.
+    assert math.isfinite(inf["denoiser_step_s"]) and inf["audio_seconds"] > 0
+    default = f"{rs.DEFAULT_SAMPLER}2"
+    for key in ("euler4", default):
+        assert inf[f"{key}_s"] > 0
+        assert inf[f"{key}_rtf"] == pytest.approx(inf[f"{key}_s"] / inf["audio_seconds"], 0.01)
+    assert "euler1_s" not in inf  # the one-step row only serves the per-step figure
+    summary = rs.summarise("on", {"training": _fake_training(), "matmul": {
+        "matmul_f32_flops_per_s": 1e11}, "inference": inf})  # fmt: skip
+    assert summary["euler4_rtf"] == round(inf["euler4_rtf"], 3)
+    assert summary[f"{default}_rtf"] == round(inf[f"{default}_rtf"], 3)
+
+
+def _fake_training() -> dict:
+    step = {"median_s": 1.0, "min_s": 0.9, "max_s": 1.1}
+    return {"step": step, "forward": step, "forward_backward": step, "compile_s": 1.0,
+            "shapes": rs.SMOKE_SHAPES, "model_flops": 1e9, "peak_rss_gib_after_training": 1.0,
+            "xla": {"memory": {"peak_bytes": 2**30}}}  # fmt: skip
