@@ -253,8 +253,8 @@ def looped_flops(config, batch, workdir: str) -> float | None:
 def measure_inference(config, smoke: bool) -> dict[str, Any]:
     """One denoiser evaluation at 800 frames = (150 Euler steps - 1 step) / 149, the 150 steps
     for 10 s of audio (prior and diffusion; the codec decoder is not part of it), and the same
-    10 s with the default sampler (dpm++2m) at the step counts it ships with (16 and 25 network
-    evaluations; classifier-free guidance, when asked for, evaluates the network twice a step)."""
+    10 s with the default sampler (dpm++2m) at 16 and 25 steps (25 is its default; one network
+    evaluation a step, two with classifier-free guidance)."""
     from flax import nnx
 
     from naturalspeech2_jax.benchmarks.speed import benchmark_inference
