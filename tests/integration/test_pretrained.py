@@ -13,8 +13,8 @@ import pytest
 from etils import epath
 
 from naturalspeech2_jax import SAMPLE_RATE
+from naturalspeech2_jax.audio.features import log_mel_spectrogram
 from naturalspeech2_jax.inference import Synthesizer, exported
-from naturalspeech2_jax.inference.codec import Codec
 from tests.helpers import REPO, SHARED_DATA
 
 MODEL = REPO / "pretrained" / "ns2_tiny_real"
@@ -78,18 +78,13 @@ def test_loads_like_a_run_and_speaks_in_the_prompts_voice(synth, prompt_wav):
     np.testing.assert_array_equal(again.wav, out.wav)
 
 
-def test_its_codec_reconstructs_the_prompt(prompt_wav):
-    codec = Codec.from_checkpoint(MODEL)
+def test_its_codec_reconstructs_the_prompt(synth, prompt_wav):
+    codec = synth.codec  # the folder's codec, loaded once with the synthesizer
     codes = codec.encode(prompt_wav)
     assert codes.shape[1] == 16 and abs(codes.shape[0] - prompt_wav.size / 200) <= 2
     back = np.asarray(codec.decode_codes(codes))[: prompt_wav.size]
     n = min(back.size, prompt_wav.size)
-
-    def log_mel(x):
-        from naturalspeech2_jax.audio.features import log_mel_spectrogram
-
-        return np.asarray(log_mel_spectrogram(x))
-
-    a, b = log_mel(prompt_wav[:n]), log_mel(back[:n])
+    a = np.asarray(log_mel_spectrogram(prompt_wav[:n]))
+    b = np.asarray(log_mel_spectrogram(back[:n]))
     # The reconstruction's log-mel is far closer to its input than to silence or noise.
     assert np.mean(np.abs(a - b)) < 0.5 * np.mean(np.abs(a - a.mean()))
