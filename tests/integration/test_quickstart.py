@@ -3,6 +3,7 @@ the evaluation extras it checks first, and its --durations flag."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -28,15 +29,25 @@ def test_quickstart_leaves_every_stage_and_resumes(smoke_pipeline):
     assert proc.stderr.count("already done") == 8, proc.stderr[-2000:]
 
 
-@pytest.fixture
-def quickstart(monkeypatch):
-    """launch/quickstart.py as a module (it is a script, not part of the package)."""
+@functools.cache
+def _load_quickstart():
+    """launch/quickstart.py executed once per process: it defines absl flags at import, and a
+    second execution raises DuplicateFlagError whenever the new module object happens to reuse the
+    freed one's id (absl's re-import check compares ids), which made CI fail by chance."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("quickstart", REPO / "launch" / "quickstart.py")
     module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "quickstart", module)  # its dataclasses look it up
+    sys.modules["quickstart"] = module  # its dataclasses look it up
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def quickstart(monkeypatch):
+    """launch/quickstart.py as a module (it is a script, not part of the package)."""
+    module = _load_quickstart()
+    monkeypatch.setitem(sys.modules, "quickstart", module)
     return module
 
 
