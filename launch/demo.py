@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             from naturalspeech2_jax.demo.app import serve  # Gradio: after the checks
         except ImportError as e:
             raise ValueError(f'the demo needs Gradio ({e}); pip install -e ".[demo]".') from None
+        from naturalspeech2_jax import xla_cache
         from naturalspeech2_jax.demo.service import DemoService
+
+        xla_cache.enable()
 
         service = DemoService(
             args.checkpoint, codec_checkpoint=args.codec_checkpoint, aligner=args.aligner,

@@ -368,7 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     folder or file, a checkpoint or evaluator that cannot load, a report that does not parse."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
-    return cli.one_line_errors(lambda: args.func(args))
+
+    def run():
+        if args.func is not run_rescore:  # rescore only re-reads wavs; the others compile
+            from naturalspeech2_jax import xla_cache
+
+            xla_cache.enable()
+        return args.func(args)
+
+    return cli.one_line_errors(run)
 
 
 if __name__ == "__main__":

@@ -504,10 +504,9 @@ def main(argv: list[str]) -> None:
     workdir = epath.Path(_WORKDIR.value).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     # Compiled programs persist across runs: a resumed stage does not compile again.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(workdir / "xla_cache"))
-    import jax
+    from naturalspeech2_jax import xla_cache
 
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    xla_cache.enable(str(workdir / "xla_cache"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)
     shared = _SHARED.value or ("../shared/data" if _PRESET.value == "real" else None)

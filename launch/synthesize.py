@@ -1,7 +1,7 @@
 """Text-to-speech from the command line with a trained NS2 run.
 
     python launch/synthesize.py --checkpoint runs/ns2_tiny --text "Hello there." \
-        --prompt prompt.wav --out out.wav [--sampler dpm++2m --steps 25 --seed 0]
+        --prompt prompt.wav --out out.wav [--sampler dpm++2m --steps 12 --seed 0]
                               # a long --text: "synthesizing N sentences in B batches" and a
                               # progress bar over the batches, on stderr
     python launch/synthesize.py --checkpoint W/ns2 --text_file lines.txt --prompt p.wav \
@@ -9,7 +9,7 @@
     python launch/synthesize.py --checkpoint W/ns2 --manifest rows.tsv
                               # rows "text<TAB>prompt<TAB>output" (header optional; an empty
                               # prompt column takes --prompt), one model load (progress bar)
-    python launch/synthesize.py --checkpoint W/ns2 --prompt p.wav --rtf euler:150,dpm++2m:25
+    python launch/synthesize.py --checkpoint W/ns2 --prompt p.wav --rtf euler:150,dpm++2m:12
 
 Beside every wav a PNG shows the mel spectrogram, the pitch and the phoneme boundaries, and
 ``<stem>.alignment.json`` holds the phoneme alignment. The last line printed is the real-time
@@ -33,6 +33,7 @@ import sys
 import time
 
 from naturalspeech2_jax import cli
+from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 RTF_TEXT = (
     "The quick brown fox jumps over the lazy dog. A second sentence makes the batch a little "
@@ -53,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt", help="a recording of the target voice (>= 1 s); with --manifest, the default"
     )
     p.add_argument("--out", help="output wav (--text) or directory (--text_file)")
-    p.add_argument("--sampler", default="dpm++2m", help="euler | heun | dpm++2m | sde")
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (paper: euler 150)")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help="euler | heun | dpm++2m | sde")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (paper: euler 150)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speed", type=float, default=1.0, help="> 1 speaks faster")
     p.add_argument("--pitch_shift", type=float, default=0.0, help="semitones")
@@ -74,7 +77,7 @@ def measure_rtf(synth, prompt: str, specs: str, text: str = RTF_TEXT) -> list[di
     rows = []
     for spec in [s for s in specs.split(",") if s]:
         sampler, _, steps = spec.partition(":")
-        steps = int(steps or 25)
+        steps = int(steps or DEFAULT_STEPS)
         t0 = time.perf_counter()
         synth.synthesize(text, prompt, sampler=sampler, steps=steps)
         first = time.perf_counter() - t0
@@ -264,7 +267,10 @@ def synthesize_text(synth, args: argparse.Namespace, kw: dict):
 
 def run(args: argparse.Namespace) -> int:
     check_inputs(args)  # before the checkpoint loads
+    from naturalspeech2_jax import xla_cache
     from naturalspeech2_jax.inference import Synthesizer
+
+    xla_cache.enable()
 
     synth = Synthesizer.from_checkpoint(args.checkpoint, codec_checkpoint=args.codec_checkpoint)
     if args.rtf:

@@ -276,6 +276,9 @@ def main(argv: list[str]) -> None:
         logging.info("no --workdir: training in %s", workdir)
     if _DISTRIBUTED.value:
         config.distributed = True
+    from naturalspeech2_jax import xla_cache
+
+    xla_cache.enable()  # a restarted run loads its programs instead of compiling them again
     parallel.maybe_initialize_distributed(bool(config.get("distributed", False)))
     from naturalspeech2_jax.train.metrics import MetricsFileError
     from naturalspeech2_jax.train.workdir_lock import WorkdirBusyError

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER
+
 __all__ = [
     "check_numbers",
     "check_output",
@@ -49,14 +51,14 @@ def voice_parser(
         p.add_argument(flag, required=True, help=text)
     p.add_argument("--prompt", required=True, help="a recording of the target voice (>= 1 s)")
     p.add_argument("--out", required=True, help="output wav")
-    p.add_argument("--sampler", default="dpm++2m")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER)
     p.add_argument("--steps", type=int, default=steps, help=steps_help)
     return p
 
 
 # flag -> (test, what it must be, an example): every number a voice command takes.
 _NUMBERS: dict[str, tuple[Callable[[float], bool], str, str]] = {
-    "steps": (lambda x: x >= 1, "an integer >= 1", "25"),
+    "steps": (lambda x: x >= 1, "an integer >= 1", "12"),
     "seed": (lambda x: 0 <= x < 2**32, "an integer in [0, 2**32)", "0"),
     "speed": (lambda x: x > 0, "> 0", "1 (normal) or 1.5 (faster)"),
     "temperature": (lambda x: x > 0, "> 0", "0.83 (1/1.2)"),
@@ -186,7 +188,10 @@ def synthesize_to_file(
         if preflight is not None:
             preflight()
         check_prompt(args.prompt)
+        from naturalspeech2_jax import xla_cache
         from naturalspeech2_jax.inference import Synthesizer
+
+        xla_cache.enable()
 
         synth = Synthesizer.from_checkpoint(args.checkpoint)
         start = time.perf_counter()

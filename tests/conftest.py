@@ -18,6 +18,16 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
+# One persistent XLA cache for the whole run, made by the first process (the xdist controller, or
+# the only one) and inherited by the workers and every subprocess a test starts: many tests
+# compile the same smoke programs. The process that made it removes it at the end of the run.
+if "NS2_TEST_XLA_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["NS2_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="ns2_tests_xla_")
+    os.environ["NS2_TEST_XLA_CACHE_OWNER"] = str(os.getpid())
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["NS2_TEST_XLA_CACHE"]
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -50,6 +60,13 @@ def _browser_missing() -> str | None:
     if chromium_path() is None:
         return "no Chromium (apt-get install chromium, or set NS2_CHROMIUM)"
     return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("NS2_TEST_XLA_CACHE_OWNER") == str(os.getpid()):
+        import shutil
+
+        shutil.rmtree(os.environ["NS2_TEST_XLA_CACHE"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

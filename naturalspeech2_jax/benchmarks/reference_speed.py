@@ -14,7 +14,7 @@ stacks are scanned: XLA counts a while loop's body once, so a scanned program's 
 all but one block per stack), XLA's memory analysis and the process's peak RSS; the loss alone
 (forward) and loss + gradients (forward + backward) as separate programs; then inference at the
 reference's 10 s: one denoiser evaluation at 800 frames, 150 Euler steps (RTF), and the default
-sampler (dpm++2m) at 16 and 25 steps.
+sampler (dpm++2m) at its default steps (``diffusion.defaults``: 12), 16 and 25.
 
 Model: ``configs/ns2_model.py:bench44m`` (heads 8) with a 100-phoneme vocabulary, a random 16 x 1024
 x 128 codec (speed does not depend on its weights), fp32, no EMA. CE-RVQ off = ``model.w_ce_rvq=0``
@@ -57,6 +57,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
+
 log = logging.getLogger(__name__)
 
 REFERENCE = {
@@ -77,7 +79,6 @@ BEFORE = {  # ours before issue 25, same table
     "euler150_10s_s": 10.9,
 }
 MODULE = "naturalspeech2_jax.benchmarks.reference_speed"
-DEFAULT_SAMPLER = "dpm++2m"  # the synthesizer's and the CLIs' default
 SHAPES = {"batch": 8, "frames": 400, "prompt": 150, "tokens": 60}
 SMOKE_SHAPES = {"batch": 2, "frames": 64, "prompt": 24, "tokens": 12}
 
@@ -253,7 +254,7 @@ def looped_flops(config, batch, workdir: str) -> float | None:
 def measure_inference(config, smoke: bool) -> dict[str, Any]:
     """One denoiser evaluation at 800 frames = (150 Euler steps - 1 step) / 149, the 150 steps
     for 10 s of audio (prior and diffusion; the codec decoder is not part of it), and the same
-    10 s with the default sampler (dpm++2m) at 16 and 25 steps (25 is its default; one network
+    10 s with the default sampler (dpm++2m) at its default steps (12), 16 and 25 (one network
     evaluation a step, two with classifier-free guidance)."""
     from flax import nnx
 
@@ -263,7 +264,8 @@ def measure_inference(config, smoke: bool) -> dict[str, Any]:
     model = make_task(config).build_model(nnx.Rngs(0))
     model.eval()
     seconds = 1.0 if smoke else 10.0
-    runs = {"euler": (1, 4) if smoke else (1, 150), DEFAULT_SAMPLER: (2,) if smoke else (16, 25)}
+    runs = {"euler": (1, 4) if smoke else (1, 150),
+            DEFAULT_SAMPLER: (2,) if smoke else (DEFAULT_STEPS, 16, 25)}  # fmt: skip
     rows = {}
     for sampler, steps in runs.items():
         res = benchmark_inference(model, samplers=[sampler], step_counts=steps, seconds=seconds,

@@ -21,6 +21,7 @@ from typing import Any
 import gradio as gr
 
 from naturalspeech2_jax.demo.service import PAGE_SAMPLERS, DemoResult, DemoService
+from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _voice(label: str, elem_id: str) -> gr.Audio:
 
 
 def _sampler_and_steps(prefix: str, steps: int) -> tuple[gr.Dropdown, gr.Slider]:
-    sampler = gr.Dropdown(list(PAGE_SAMPLERS), value="dpm++2m", label="Sampler",
+    sampler = gr.Dropdown(list(PAGE_SAMPLERS), value=DEFAULT_SAMPLER, label="Sampler",
                           elem_id=f"{prefix}-sampler")  # fmt: skip
     n = gr.Slider(1, 200, value=steps, step=1, label="Steps", elem_id=f"{prefix}-steps")
     return sampler, n
@@ -96,7 +97,7 @@ def build_app(service: DemoService) -> gr.Blocks:
                     text = gr.Textbox(label="Text", lines=3, elem_id="speak-text",
                                       placeholder="Type a sentence to synthesise.")  # fmt: skip
                     prompt = _voice("Prompt (the target voice)", "speak-prompt")
-                    sampler, steps = _sampler_and_steps("speak", 25)
+                    sampler, steps = _sampler_and_steps("speak", DEFAULT_STEPS)
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", precision=0, elem_id="speak-seed")
                         speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speed")

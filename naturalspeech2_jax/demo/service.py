@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from naturalspeech2_jax import cli
+from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class DemoService:
         outputs_dir: str | None = None,
         warmup_tokens: Sequence[int] = (32, 64),
         warmup_frames: Sequence[int] = (128, 256, 384, 512),
-        warmup_steps: int = 25,
+        warmup_steps: int = DEFAULT_STEPS,
         loader: Callable[..., Any] | None = None,
     ):
         self.checkpoint = checkpoint
@@ -253,8 +254,8 @@ class DemoService:
         text: str,
         prompt: Any,
         *,
-        sampler: str = "dpm++2m",
-        steps: Any = 25,
+        sampler: str = DEFAULT_SAMPLER,
+        steps: Any = DEFAULT_STEPS,
         seed: Any = 0,
         speed: Any = 1.0,
         pitch_shift: Any = 0.0,

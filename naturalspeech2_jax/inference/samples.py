@@ -19,6 +19,7 @@ from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
 from naturalspeech2_jax.audio.io import save_audio
 from naturalspeech2_jax.data import pipeline
 from naturalspeech2_jax.data.codes import as_text, eval_pairs
+from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from naturalspeech2_jax.evaluation.corpus import (
     TestPair,
     load_audio,
@@ -46,8 +47,8 @@ def write_heldout_samples(
     out_dir: epath.Path,
     *,
     count: int = 4,
-    sampler: str = "dpm++2m",
-    steps: int = 25,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = DEFAULT_STEPS,
     seed: int = 0,
 ) -> epath.Path:
     """Synthesise ``count`` sentences of ``split``, each prompted by ANOTHER utterance of its
@@ -85,8 +86,8 @@ def write_pair_samples(
     pairs: list[TestPair],
     out_dir: epath.Path,
     *,
-    sampler: str = "dpm++2m",
-    steps: int = 25,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = DEFAULT_STEPS,
     guidance_scale: float = 1.0,
     seed: int = 0,
 ) -> epath.Path:
@@ -117,8 +118,8 @@ def write_same_utterance_samples(
     *,
     prompt_seconds: float = 3.0,
     min_target_seconds: float = 1.0,
-    sampler: str = "dpm++2m",
-    steps: int = 25,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = DEFAULT_STEPS,
     seed: int = 0,
 ) -> epath.Path:
     """Samples for speakers with ONE utterance each (the native hold-out of the real-speech
@@ -176,8 +177,8 @@ def write_conversion_samples(
     out_dir: epath.Path,
     *,
     count: int = 20,
-    sampler: str = "dpm++2m",
-    steps: int = 25,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = 25,  # voice conversion's own default (inference.voice_conversion)
 ) -> epath.Path:
     """Voice conversion between held-out speakers: ``count`` utterances (one per speaker, round
     robin), each re-spoken in the voice of a prompt from the NEXT speaker (sorted by name), with

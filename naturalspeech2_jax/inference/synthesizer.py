@@ -2,7 +2,7 @@
 
     from naturalspeech2_jax.inference import Synthesizer
     synth = Synthesizer.from_checkpoint("runs/ns2_tiny")        # local or gs:// (etils.epath)
-    out = synth.synthesize("Hello there. How are you?", "prompt.wav", sampler="dpm++2m", steps=25)
+    out = synth.synthesize("Hello there. How are you?", "prompt.wav", sampler="dpm++2m", steps=12)
     out.wav            # float32 [samples] at 16 kHz
     out.alignment      # [(phoneme, start_s, end_s), ...]; out.durations: frames per phoneme
     outs = synth.synthesize_batch(["One.", "Two sentences here."], "prompt.wav")
@@ -37,6 +37,7 @@ from etils import epath
 from naturalspeech2_jax import HOP_LENGTH, SAMPLE_RATE
 from naturalspeech2_jax.audio.io import AudioError, load_audio, normalize_loudness, resample
 from naturalspeech2_jax.diffusion import losses as L
+from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from naturalspeech2_jax.inference import exported
 from naturalspeech2_jax.inference.codec import Codec
 from naturalspeech2_jax.models.ns2 import abstract_model, predict_durations_jit
@@ -142,8 +143,8 @@ def split_at_word_boundaries(tokens: Sequence[str], max_tokens: int) -> list[lis
 
 
 def check_options(
-    *, steps: Any = 25, speed: Any = 1.0, temperature: Any = 1.0, guidance_scale: Any = 1.0,
-    pitch_shift: Any = 0.0, seed: Any = 0,
+    *, steps: Any = DEFAULT_STEPS, speed: Any = 1.0, temperature: Any = 1.0,
+    guidance_scale: Any = 1.0, pitch_shift: Any = 0.0, seed: Any = 0,
 ) -> None:  # fmt: skip
     """SynthesisError (one sentence) for a sampler/prosody option synthesis cannot use."""
 
@@ -154,7 +155,7 @@ def check_options(
         return number(x) and math.isfinite(x) and float(x).is_integer()
 
     if not integer(steps) or steps < 1:
-        raise SynthesisError(f"steps must be an integer >= 1, got {steps!r}; try 25.")
+        raise SynthesisError(f"steps must be an integer >= 1, got {steps!r}; try {DEFAULT_STEPS}.")
     if not number(speed) or not math.isfinite(speed) or speed <= 0:
         raise SynthesisError(f"speed must be > 0, got {speed!r} (1 is normal, 2 twice as fast).")
     if not number(temperature) or not math.isfinite(temperature) or temperature <= 0:
@@ -447,8 +448,8 @@ class Synthesizer:
         prompt_audio: Any = None,
         *,
         phonemes: Sequence[str] | None = None,
-        sampler: str = "dpm++2m",
-        steps: int = 25,
+        sampler: str = DEFAULT_SAMPLER,
+        steps: int = DEFAULT_STEPS,
         seed: int = 0,
         speed: float = 1.0,
         pitch_shift: float = 0.0,
@@ -534,8 +535,8 @@ class Synthesizer:
         *,
         durations: Sequence[np.ndarray] | None = None,
         log_f0: Sequence[np.ndarray] | None = None,
-        sampler: str = "dpm++2m",
-        steps: int = 25,
+        sampler: str = DEFAULT_SAMPLER,
+        steps: int = DEFAULT_STEPS,
         seed: int = 0,
         speed: float = 1.0,
         pitch_shift: float = 0.0,
@@ -646,8 +647,8 @@ class Synthesizer:
         batch: int = 1,
         tokens: Sequence[int] = (TOKEN_BUCKETS[0],),
         frames: Sequence[int] = (FRAME_BUCKETS[0],),
-        sampler: str = "dpm++2m",
-        steps: int = 25,
+        sampler: str = DEFAULT_SAMPLER,
+        steps: int = DEFAULT_STEPS,
     ) -> float:
         """Compile the programs of these buckets now (returns the seconds it took)."""
         start = time.perf_counter()

@@ -40,11 +40,6 @@ def cast_floats(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(cast, tree)
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def _split_micro(batch: dict, accum: int) -> dict:
     """[B, ...] -> [accum, B/accum, ...] with micro-batch i = rows i, i+accum, ... so that every
     micro-batch stays spread over all devices of the batch axis."""
@@ -99,8 +94,14 @@ def make_train_step(
         new_p = optax.apply_updates(p_group, updates)
         metrics = {f"{group.name}/{k}": v for k, v in metrics.items()}
         metrics[f"{group.name}/loss"] = loss
-        metrics[f"{group.name}/grad_norm"] = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
+        grad_norm = optax.tree.norm(grads)
+        metrics[f"{group.name}/grad_norm"] = grad_norm
+        # A NaN or Inf anywhere makes the global norm NaN or Inf (so does a finite gradient
+        # above ~1e19, whose square overflows: a diverged step, skipped as well). The norm's
+        # per-leaf reductions are shared with the metric and the clipping; a separate is-finite
+        # reduction per leaf made XLA:CPU compile the step's update 3.5x slower (151 leaves at
+        # smoke size: 18.4 s against 5.2 s; docs/experiments/speed.md).
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         return new_p, rest, opt_state, metrics, finite
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
