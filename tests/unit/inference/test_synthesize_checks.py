@@ -97,8 +97,8 @@ def test_sentence_tokens_of_a_77_word_sentence_fit_the_buckets():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--steps", "0"], "error: --steps must be an integer >= 1, got 0; try --steps 25.\n"),
-        (["--steps", "-1"], "error: --steps must be an integer >= 1, got -1; try --steps 25.\n"),
+        (["--steps", "0"], "error: --steps must be an integer >= 1, got 0; try --steps 12.\n"),
+        (["--steps", "-1"], "error: --steps must be an integer >= 1, got -1; try --steps 12.\n"),
         (["--speed", "0"], "error: --speed must be > 0, got 0.0; try --speed 1 (normal) or 1.5 "
                            "(faster).\n"),
         (["--temperature", "-0.5"], "error: --temperature must be > 0, got -0.5"),
@@ -125,7 +125,7 @@ def test_sing_and_convert_refuse_steps_zero(tmp_path, capsys):
     common = ["--checkpoint", str(tmp_path / "no_run"), "--prompt", "p.wav", "--out", "o.wav"]
     assert sing.main([*common, "--score", "s.json", "--steps", "0"]) == 2
     assert capsys.readouterr().err == (
-        "error: --steps must be an integer >= 1, got 0; try --steps 25.\n"
+        "error: --steps must be an integer >= 1, got 0; try --steps 12.\n"
     )
     assert sing.main([*common, "--score", "s.json", "--vibrato_cents", "-5"]) == 2
     assert "--vibrato_cents must be >= 0 cents" in capsys.readouterr().err
