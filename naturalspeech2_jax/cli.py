@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER
+from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 __all__ = [
     "check_numbers",
@@ -58,7 +58,7 @@ def voice_parser(
 
 # flag -> (test, what it must be, an example): every number a voice command takes.
 _NUMBERS: dict[str, tuple[Callable[[float], bool], str, str]] = {
-    "steps": (lambda x: x >= 1, "an integer >= 1", "12"),
+    "steps": (lambda x: x >= 1, "an integer >= 1", str(DEFAULT_STEPS)),
     "seed": (lambda x: 0 <= x < 2**32, "an integer in [0, 2**32)", "0"),
     "speed": (lambda x: x > 0, "> 0", "1 (normal) or 1.5 (faster)"),
     "temperature": (lambda x: x > 0, "> 0", "0.83 (1/1.2)"),
@@ -192,7 +192,6 @@ def synthesize_to_file(
         from naturalspeech2_jax.inference import Synthesizer
 
         xla_cache.enable()
-
         synth = Synthesizer.from_checkpoint(args.checkpoint)
         start = time.perf_counter()
         result = make(synth, source, args.prompt, sampler=args.sampler, steps=args.steps, **options)
