@@ -155,9 +155,9 @@ def _smoke_config(scan_layers: bool, remat: str = "none"):
     return cfg
 
 
-def _ns2_pair(remat: str = "none"):
+def _ns2_pair():
     looped = NaturalSpeech2(_smoke_config(False), CB_SHAPE, rngs=nnx.Rngs(0))
-    scanned = NaturalSpeech2(_smoke_config(True, remat), CB_SHAPE, rngs=nnx.Rngs(0))
+    scanned = NaturalSpeech2(_smoke_config(True), CB_SHAPE, rngs=nnx.Rngs(0))
     entries = scan.model_layout(scanned)
     assert {e[0][0] for e in entries} == {
         "phoneme_encoder", "prompt_encoder", "duration_predictor", "pitch_predictor", "denoiser"
