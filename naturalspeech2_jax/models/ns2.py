@@ -152,7 +152,8 @@ class NaturalSpeech2(nnx.Module):
         self, prompt_latent_norm: jax.Array, prompt_mask: jax.Array, *, rngs=None
     ) -> jax.Array:
         """Prompt encoding [B, P, dim] from normalised prompt latents."""
-        x = prompt_latent_norm.astype(self._dtype()) * prompt_mask[..., None]
+        dtype = self._dtype()
+        x = prompt_latent_norm.astype(dtype) * prompt_mask[..., None].astype(dtype)
         return self.prompt_encoder(x, prompt_mask, rngs=rngs)
 
     def condition(

@@ -55,7 +55,10 @@ class PhonemeEncoder(nnx.Module):
     def __call__(
         self, phonemes: jax.Array, token_mask: jax.Array, *, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
-        x = self.embed(phonemes) * (self.embed.features**0.5)
+        # In the embedding's own dtype: nnx.Embed promotes to its construction-time float32,
+        # which would run a bf16-cast model's whole encoder in float32.
+        table = self.embed.embedding[...]
+        x = jnp.take(table, phonemes, axis=0) * jnp.asarray(self.embed.features**0.5, table.dtype)
         return self.encoder(x, token_mask, rngs=rngs)
 
 

@@ -294,10 +294,13 @@ class WaveNetDenoiser(nnx.Module):
     ) -> dict:
         """Everything independent of (z_t, t): per-layer condition projections, FiLM keys/values
         (stacked along a leading block axis when scanned)."""
-        c = cond * mask[..., None].astype(cond.dtype)
+        # In the compute dtype of the (cast) parameters: a float32 condition would promote the
+        # residual stream, which a scanned stack's carry cannot change dtype to.
+        dtype = self.in_proj.kernel[...].dtype
+        c = (cond * mask[..., None].astype(cond.dtype)).astype(dtype)
         return {
             "cond": self._per_block(lambda b: b.prepare_cond(c)),
-            "kv": self.prepare_kv(queries),
+            "kv": self.prepare_kv(queries.astype(dtype)),
             "query_mask": query_mask,
         }
 
