@@ -25,7 +25,12 @@ libtpu that jax[tpu] pins); the memory is then that of the real chips. The CPU c
 paper step does not fit a 23 GB machine; the TPU one does (about 15 GB resident, 25 min).
 
 ``--time_steps=N`` then also runs N steps on a synthetic batch of that shape on the real devices
-and adds ``step_time_s`` and ``mfu`` (model FLOP utilisation vs the chip's bf16 peak) to the JSON.
+and adds ``step_time_s`` and ``mfu`` (model FLOP utilisation vs the chip's bf16 peak) to the JSON;
+``--profile=DIR`` then traces three more steps and writes DIR/ops.json (their time per HLO
+instruction, op kind and source line of this package; the top ten of each in the JSON), e.g.
+
+    python launch/train.py --config=configs/codec.py:tiny_spectral --compile_only --time_steps=5 \
+        --profile=work/prof_codec
 
 Every error of the command line (a config file that does not load, an unknown preset or
 ``--config.*`` field, a value of the wrong type or out of range) or of the inputs (a missing or
@@ -58,6 +63,12 @@ _COMPILE_ONLY = flags.DEFINE_bool(
 )
 _TIME_STEPS = flags.DEFINE_integer(
     "time_steps", 0, "With --compile_only: also time this many steps on a synthetic batch."
+)
+_PROFILE = flags.DEFINE_string(
+    "profile",
+    None,
+    "With --time_steps: trace 3 more steps into this folder and write ops.json, their time per "
+    "HLO instruction, op kind and source line.",
 )
 _COMPILE_TOPOLOGY = flags.DEFINE_string(
     "compile_topology",
@@ -252,6 +263,10 @@ def main(argv: list[str]) -> None:
         return
     if _TIME_STEPS.value and not _COMPILE_ONLY.value:
         raise app.UsageError("launch/train.py: --time_steps needs --compile_only; add it.")
+    if _PROFILE.value and not _TIME_STEPS.value:
+        raise app.UsageError(
+            "launch/train.py: --profile traces timed steps; add --compile_only --time_steps=N."
+        )
     if _COMPILE_ONLY.value:
         from naturalspeech2_jax.train import aot
 
@@ -266,7 +281,9 @@ def main(argv: list[str]) -> None:
         trainer = loop.Trainer(config, _WORKDIR.value or "/tmp/ns2_compile_only", devices=devices)
         compiled, report = aot.compile_report(trainer)
         if _TIME_STEPS.value:
-            report.update(aot.time_steps(trainer, compiled, _TIME_STEPS.value, report))
+            report.update(
+                aot.time_steps(trainer, compiled, _TIME_STEPS.value, report, _PROFILE.value)
+            )
         if parallel.is_main_process():
             print(json.dumps(report))
         return

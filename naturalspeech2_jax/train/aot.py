@@ -3,13 +3,16 @@
 ``compile_report(trainer)`` lowers the jitted step of a ``Trainer`` for its abstract state and the
 task's largest batch (``Task.abstract_batch``), compiles it for the trainer's mesh and reads XLA's
 memory analysis (per device: arguments + outputs + temporaries - donated aliases) and cost
-analysis (FLOPs of the per-device program; times the device count for the whole step). Nothing
+analysis (FLOPs of the per-device program; times the device count for the whole step), and the
+matmul and convolution FLOPs of the traced step (``train/flops.py``: the count that is right for
+scanned layer stacks, whose loop bodies XLA counts once; model FLOP utilisation uses it). Nothing
 is allocated, so a TPU-pod mesh can be checked on CPU with simulated devices, or, better, for
 the compile-only devices of a real TPU topology (``topology_devices``; XLA's TPU compiler, so the
 memory is that of the chips, and it needs libtpu but no TPU).
 
 ``time_steps(trainer, compiled, n)`` then allocates the state and a synthetic batch of that shape
-and times ``n`` steps: the same program, on whatever backend runs it. Model FLOP utilisation is
+and times ``n`` steps: the same program, on whatever backend runs it (``profile_dir``: and
+writes where their time goes). Model FLOP utilisation is
 quoted against the nominal bf16 peak of the chip when known (``train/compiled.py``), else
 against a matmul measured in the same run.
 """
@@ -27,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from naturalspeech2_jax.train import compiled as xla
+from naturalspeech2_jax.train import state as state_lib
+from naturalspeech2_jax.train.flops import traced_flops
 
 
 def compile_report(trainer: Any) -> tuple[Any, dict[str, Any]]:
@@ -40,6 +45,8 @@ def compile_report(trainer: Any) -> tuple[Any, dict[str, Any]]:
     memory = xla.compiled_memory(compiled)
     flops = xla.compiled_costs(compiled)["flops"]
     n_dev = trainer.mesh.devices.size
+    state = state_lib.with_shardings(trainer.abstract, trainer.shardings)
+    model_flops = traced_flops(trainer.step_fn, state, trainer.abstract_batch())
     device = trainer.mesh.devices.flat[0]  # a compile-only TPU device under --compile_topology
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(trainer.abstract.params))
     batch = trainer.abstract_batch()
@@ -61,6 +68,10 @@ def compile_report(trainer: Any) -> tuple[Any, dict[str, Any]]:
         "memory_per_device": memory,
         "flops_per_step_per_device": flops,
         "flops_per_step": flops * n_dev if flops is not None else None,
+        # XLA counts a while loop's body once, so for scanned stacks the above is a fraction of
+        # the work; this counts the traced matmuls and convolutions, scans times their length.
+        "model_flops_per_step": model_flops,
+        "model_flops_per_step_per_device": model_flops / n_dev,
     }
     return compiled, report
 
@@ -102,8 +113,16 @@ def synthetic_batch(abstract_batch: dict[str, jax.ShapeDtypeStruct], seed: int =
     return out
 
 
-def time_steps(trainer: Any, compiled: Any, steps: int, report: dict[str, Any]) -> dict[str, Any]:
-    """Measured step time (median of ``steps`` after one warm-up) and model FLOP utilisation."""
+def time_steps(
+    trainer: Any,
+    compiled: Any,
+    steps: int,
+    report: dict[str, Any],
+    profile_dir: str | None = None,
+) -> dict[str, Any]:
+    """Measured step time (median of ``steps`` after one warm-up) and model FLOP utilisation;
+    with ``profile_dir``, three more steps traced there and broken down per HLO instruction,
+    op kind and source line (``ops.json``; the top of each under ``profile``)."""
     state = jax.jit(trainer.init_fn, out_shardings=trainer.shardings)(trainer.key)
     batch = synthetic_batch(trainer.abstract_batch())
     state, metrics = compiled(state, batch)  # warm-up (first-run allocations, autotuning)
@@ -117,7 +136,7 @@ def time_steps(trainer: Any, compiled: Any, steps: int, report: dict[str, Any]) 
     step_s = statistics.median(times)
     reference = xla.matmul_reference()
     peak, peak_name = xla.reference_peak(reference)
-    per_device = report.get("flops_per_step_per_device")
+    per_device = report.get("model_flops_per_step_per_device")
     out = {
         "step_time_s": step_s,
         "step_times_s": [round(t, 4) for t in times],
@@ -130,4 +149,8 @@ def time_steps(trainer: Any, compiled: Any, steps: int, report: dict[str, Any]) 
         out["mfu"] = per_device / step_s / peak
     losses = {k: float(v) for k, v in jax.device_get(metrics).items() if k.endswith("/loss")}
     out["losses"] = losses
+    if profile_dir:
+        from naturalspeech2_jax.benchmarks.reference_speed import profile_steps
+
+        out["profile"] = profile_steps(compiled, state, batch, profile_dir)
     return out

@@ -28,3 +28,21 @@ def test_compile_topology_targets_tpu_chips_or_names_the_missing_libtpu():
     )
     compiled = jax.jit(lambda a: jnp.sum(a @ a.T)).lower(x).compile()
     assert compiled.memory_analysis().argument_size_in_bytes == 16 * 256 * 4  # one shard
+
+
+def test_time_steps_profiles_a_scanned_step_with_its_traced_flops(tmp_path):
+    """The report's model FLOPs count a scanned step's loop bodies once per iteration (XLA's
+    count has them once), and ``--profile``'s breakdown names the model's source lines."""
+    from naturalspeech2_jax.benchmarks import reference_speed as rs
+    from naturalspeech2_jax.train import loop
+
+    config = rs.bench_config(ce_rvq=True, smoke=True, overrides=[
+        "model.scan_layers=true", "model.wn_layers=12", "model.pred_layers=6"])  # fmt: skip
+    trainer = loop.Trainer(config, str(tmp_path / "wd"))
+    compiled, report = aot.compile_report(trainer)
+    assert report["model_flops_per_step"] > 1.5 * report["flops_per_step"]  # 2 WaveNet blocks
+    out = aot.time_steps(trainer, compiled, 1, report, profile_dir=str(tmp_path / "prof"))
+    assert out["step_time_s"] > 0 and 0 < out["mfu"] < 1.5
+    ops = out["profile"]
+    assert (tmp_path / "prof" / "ops.json").is_file() and ops["top_kinds"]
+    assert any("models/wavenet.py" in row["source"] for row in ops["top_sources"])
