@@ -32,11 +32,15 @@ TOKEN_KEYS = ("phonemes", "durations")
 
 def latents_from_codes(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
     """z = sum_j codebooks[j, codes[..., j]]: codes [B, T, R], codebooks [R, K, D] -> [B, T, D]."""
+    # One gather and add per quantizer, which XLA fuses into one loop. Gathering [B, T, R, D]
+    # and summing over R instead took 150 ms per bench44m step on XLA:CPU (its reduction over a
+    # non-minor axis is slow), 3 ms this way.
     r = codebooks.shape[0]
-    emb = jax.vmap(lambda cb, c: cb[c], in_axes=(0, -1), out_axes=-2)(
-        codebooks, codes[..., :r].astype(jnp.int32)
-    )  # [B, T, R, D]
-    return jnp.sum(emb.astype(jnp.float32), axis=-2)
+    codes = codes[..., :r].astype(jnp.int32)
+    z = codebooks[0].astype(jnp.float32)[codes[..., 0]]
+    for j in range(1, r):
+        z = z + codebooks[j].astype(jnp.float32)[codes[..., j]]
+    return z
 
 
 def normalize(z: jax.Array, stats: Mapping[str, jax.Array]) -> jax.Array:

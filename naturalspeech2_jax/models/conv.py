@@ -23,6 +23,14 @@ training config's ``precision.conv_weight_grad``) fixes either form in one place
 Only what the models use takes the matmul path: 1-D, channels-last (NWC/WIO/NWC), stride 1, no
 input dilation, one feature group. Anything else (strided codec convs, transposed convs, 2-D
 discriminator convs) is XLA's convolution unchanged.
+
+Depthwise 1-D convolutions (one feature group per channel: the spectral codec's ConvNeXt
+kernel-7 convs) are, on CPU, a sum of shifted inputs times each tap's weights: elementwise work
+XLA fuses into one loop, with a gradient of the same kind. XLA:CPU runs a grouped convolution
+as a generic loop: on ``[8, 80, 256]`` with kernel 7, forward + backward took 39 ms against
+3.2 ms as taps, and the 12 such convolutions were 27% of the ``tiny_spectral`` codec's step.
+The same mode decides: ``"auto"`` takes the taps on CPU (anywhere) and XLA's convolution on
+accelerators, ``"matmul"`` always the taps, ``"xla"`` never.
 """
 
 from __future__ import annotations
@@ -74,6 +82,24 @@ def weight_grad_mode() -> str:
     if _mode != "auto":
         return _mode
     return platform_default(_platform or jax.default_backend(), _in_scan.get())
+
+
+def depthwise_as_taps() -> bool:
+    """Whether a depthwise convolution traced now is written as shifted taps (see above)."""
+    if _mode != "auto":
+        return _mode == "matmul"
+    return (_platform or jax.default_backend()) == "cpu"
+
+
+def depthwise_conv1d(x: jax.Array, w: jax.Array, pads: tuple[int, int], dilation: int):
+    """``[B, T, C]`` (*) ``[K, 1, C]`` per channel: ``sum_i x_padded[:, t + i * dilation] w[i]``."""
+    xp = jnp.pad(x, ((0, 0), pads, (0, 0)))
+    k = w.shape[0]
+    t_out = xp.shape[1] - dilation * (k - 1)
+    out = xp[:, :t_out] * w[0, 0]
+    for i in range(1, k):
+        out = out + xp[:, i * dilation : i * dilation + t_out] * w[i, 0]
+    return out
 
 
 def _xla_conv(x, w, pads, dilation, precision):
@@ -183,6 +209,22 @@ def conv_general_dilated(
         pads = _explicit_pads(padding, lhs.shape[1], rhs.shape[0], dilation)
         if pads is not None:
             return conv1d_matmul_grad(lhs, rhs, pads, dilation, precision)
+    depthwise = (
+        lhs.ndim == 3
+        and tuple(window_strides) == (1,)
+        and tuple(lhs_dilation or (1,)) == (1,)
+        and feature_group_count > 1
+        and feature_group_count == lhs.shape[-1] == rhs.shape[-1]
+        and rhs.shape[1] == 1
+        and not kwargs.get("preferred_element_type")
+        and kwargs.get("out_sharding") is None
+        and _is_nwc(dimension_numbers)
+    )
+    if depthwise and depthwise_as_taps():
+        dilation = int((rhs_dilation or (1,))[0])
+        pads = _explicit_pads(padding, lhs.shape[1], rhs.shape[0], dilation)
+        if pads is not None:
+            return depthwise_conv1d(lhs, rhs, pads, dilation)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return jax.lax.conv_general_dilated(
         lhs,

@@ -157,7 +157,8 @@ class ResidualVQ(nnx.Module):
         reset = max(1.0, 2.0 * thr)  # usage a replaced code restarts from
         n_valid = jnp.maximum(jnp.sum(w), 1.0)
 
-        def body(r, xs):
+        def body(carry, xs):
+            r, zq = carry
             i, cb_i, size_i, sums_i, key = xs
             codes = nearest_code(jax.lax.stop_gradient(r), cb_i)
             q = cb_i[codes]
@@ -186,15 +187,18 @@ class ResidualVQ(nnx.Module):
             else:
                 cb_n, size_n, sums_n, n_dead = cb_i, size_i, sums_i, jnp.zeros(())
             r_next = r - jax.lax.stop_gradient(q) * active
-            out = (codes, q * active, commit, perplexity * active, usage * active, n_dead)
-            return r_next, (out, (cb_n, size_n, sums_n))
+            out = (codes, commit, perplexity * active, usage * active, n_dead)
+            return (r_next, zq + q * active), (out, (cb_n, size_n, sums_n))
 
         xs = (jnp.arange(nq), cb, size, sums, jax.random.split(k_dead, nq))
-        _, ((codes, qs, commit, ppl, usage, n_dead), new) = jax.lax.scan(body, flat, xs)
+        # The quantized sum rides in the carry: a stacked [n_q, N, D] output summed afterwards
+        # was a 65 ms reduction per codec step on CPU.
+        carry = (flat, jnp.zeros_like(flat))
+        (_, zq), ((codes, commit, ppl, usage, n_dead), new) = jax.lax.scan(body, carry, xs)
         if update:
             self.codebook[...], self.cluster_size[...], self.embed_sum[...] = new
             self.initialized[...] = jnp.ones((), jnp.int32)
-        zq = jnp.sum(qs, 0).reshape(b, t, d)
+        zq = zq.reshape(b, t, d)
         n_act = jnp.asarray(n_active, jnp.float32)
         aux = {
             "commit_loss": jnp.sum(commit) / n_act,

@@ -4,9 +4,12 @@ XLA's cost analysis (``train/compiled.py``) counts the body of a ``while`` loop 
 step whose layer stacks are scanned (``models/scan.py``) it reports a fraction of the real work:
 the NS2 paper step reads 65 TFLOP scanned against 299 TFLOP looped. This counts the FLOPs of
 every ``dot_general`` and ``conv_general_dilated`` in the jaxpr instead, descending into every
-sub-jaxpr (jit, remat, custom derivatives, ``cond`` branches: the most expensive one) and
-multiplying a ``scan`` body by its length. The backward pass is in the jaxpr of a step that
-calls ``jax.grad``, and so is a rematerialised forward (counted: it is work the chip does).
+sub-jaxpr (jit, remat, custom derivatives, ``cond`` branches) and multiplying a ``scan`` body
+by its length. Which branch of a ``cond`` runs is not known when tracing: ``branches="min"``
+counts the cheapest (a lower bound: the codec step's GAN branch, 118 of its 152 GFLOP, does not
+run before ``disc_start``), ``"max"`` the most expensive. The backward pass is in the jaxpr of
+a step that calls ``jax.grad``, and so is a rematerialised forward (counted: it is work the chip
+does).
 Elementwise ops are left out: on the models here they are a few percent of the FLOPs and none
 of the peak a chip's FLOP utilisation is quoted against. A ``while`` loop with an unknown trip
 count is counted once, like XLA.
@@ -52,8 +55,10 @@ def _sub_jaxprs(value: Any) -> list[Any]:
     return out
 
 
-def jaxpr_flops(jaxpr: Any) -> int:
+def jaxpr_flops(jaxpr: Any, branches: str = "min") -> int:
     """Matmul + convolution FLOPs of a (closed) jaxpr; see the module docstring."""
+    if branches not in ("min", "max"):
+        raise ValueError(f"branches must be 'min' or 'max', got {branches!r}.")
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     total = 0
     for eqn in jaxpr.eqns:
@@ -63,14 +68,17 @@ def jaxpr_flops(jaxpr: Any) -> int:
         elif name == "conv_general_dilated":
             total += _conv_flops(eqn)
         elif name == "cond":
-            total += max((jaxpr_flops(b) for b in eqn.params["branches"]), default=0)
+            pick = min if branches == "min" else max
+            total += pick((jaxpr_flops(b, branches) for b in eqn.params["branches"]), default=0)
         else:
-            inner = sum(jaxpr_flops(j) for v in eqn.params.values() for j in _sub_jaxprs(v))
+            inner = sum(
+                jaxpr_flops(j, branches) for v in eqn.params.values() for j in _sub_jaxprs(v)
+            )
             total += inner * (int(eqn.params["length"]) if name == "scan" else 1)
     return total
 
 
-def traced_flops(fn: Callable[..., Any], *args: Any) -> int:
+def traced_flops(fn: Callable[..., Any], *args: Any, branches: str = "min") -> int:
     """Matmul + convolution FLOPs of one call of ``fn(*args)`` (arrays or ShapeDtypeStructs;
     nothing is allocated or compiled)."""
-    return jaxpr_flops(jax.make_jaxpr(fn)(*args))
+    return jaxpr_flops(jax.make_jaxpr(fn)(*args), branches)

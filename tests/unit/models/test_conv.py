@@ -81,6 +81,45 @@ def test_the_matmul_form_is_what_runs():
     assert xla.count("conv_general_dilated") == 2 and "dot_general" not in xla
 
 
+@pytest.mark.parametrize(
+    "kernel,dilation,padding", [(7, 1, "SAME"), (4, 2, "SAME"), (3, 1, ((2, 0),)), (5, 1, "VALID")]
+)
+def test_depthwise_taps_equal_xlas_grouped_convolution(kernel, dilation, padding):
+    """A depthwise convolution (a group per channel) as shifted taps: the same output and
+    gradients as XLA's grouped convolution, and no convolution left in its jaxpr."""
+    x = jax.random.normal(jax.random.key(0), (2, 23, 6))
+    w = jax.random.normal(jax.random.key(1), (kernel, 1, 6))
+
+    def run(mode):
+        conv_lib.set_weight_grad(mode)
+
+        def loss(x, w):
+            y = conv_lib.conv_general_dilated(
+                x,
+                w,
+                (1,),
+                padding,
+                rhs_dilation=(dilation,),
+                dimension_numbers=NWC,
+                feature_group_count=6,
+            )
+            return jnp.sum(jnp.sin(y) * jnp.arange(y.shape[1])[None, :, None])  # fmt: skip
+
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w))
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w), jaxpr
+
+    (va, (dxa, dwa)), taps = run("matmul")
+    (vb, (dxb, dwb)), xla = run("xla")
+    np.testing.assert_allclose(va, vb, rtol=1e-5)
+    np.testing.assert_allclose(dxa, dxb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dwa, dwb, rtol=1e-5, atol=1e-4)
+    assert "conv_general_dilated" not in taps and "conv_general_dilated" in xla
+    conv_lib.set_weight_grad("auto")
+    assert conv_lib.depthwise_as_taps() == (jax.default_backend() == "cpu")
+    conv_lib.set_weight_grad("auto", platform="tpu")
+    assert not conv_lib.depthwise_as_taps()
+
+
 def test_unsupported_convolutions_are_xlas():
     """Strided, grouped, input-dilated and 2-D convolutions keep XLA's gradient (still right)."""
     conv_lib.set_weight_grad("matmul")

@@ -48,10 +48,11 @@ def test_convolutions_and_their_gradients():
     assert traced_flops(grads, x, w) == 3 * one  # input and kernel gradients: one conv each
 
 
-def test_cond_counts_its_most_expensive_branch():
+def test_cond_counts_its_cheapest_or_its_most_expensive_branch():
     a, w = jnp.ones((B, C)), jnp.ones((C, C))
 
     def f(p, a, w):
-        return jax.lax.cond(p, lambda: (a @ w) @ w, lambda: a)
+        return jax.lax.cond(p, lambda: (a @ w) @ w, lambda: a @ w)
 
-    assert traced_flops(f, True, a, w) == 2 * (2 * B * C * C)
+    assert traced_flops(f, True, a, w) == 2 * B * C * C
+    assert traced_flops(f, True, a, w, branches="max") == 2 * (2 * B * C * C)
