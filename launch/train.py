@@ -21,8 +21,9 @@ only their shape matters):
 
 ``--compile_topology=v5p:2x2x2`` (or v5e:2x4, v6e:2x4, v4:2x2x1, ...) compiles for the compile-only
 devices of that TPU topology instead, with libtpu's compiler and no TPU present (install the
-libtpu that jax[tpu] pins); the memory is then that of the real chips. The CPU compile of the NS2
-paper step does not fit a 23 GB machine; the TPU one does (about 15 GB resident, 25 min).
+libtpu that jax[tpu] pins); the memory is then that of the real chips. With scanned layer stacks
+the NS2 paper step compiles in about 40 s on 8 simulated CPU devices (1.9 GB resident) and in
+5-6 min for v5p:2x2x2 (8 GB resident); docs/experiments/speed.md has the figures.
 
 ``--time_steps=N`` then also runs N steps on a synthetic batch of that shape on the real devices
 and adds ``step_time_s`` and ``mfu`` (model FLOP utilisation vs the chip's bf16 peak) to the JSON;
@@ -83,8 +84,8 @@ _NUM_CPU_DEVICES = flags.DEFINE_integer(
 def _skip_llvm_optimisation() -> None:
     """A program compiled only for its memory and FLOP analysis never runs, so the CPU backend
     may skip LLVM's optimisation passes: buffer assignment and cost analysis come from the HLO
-    passes, which still run in full. The NS2 paper step otherwise takes over 30 min and more
-    than 20 GiB to compile on CPU; the codec smoke step goes from 85 s to 20 s with identical
+    passes, which still run in full. The looped NS2 paper step otherwise took over 30 min and
+    more than 20 GiB to compile on CPU; the codec smoke step goes from 85 s to 20 s with identical
     memory and FLOPs. Must run before JAX creates its backend (XLA reads the flags then)."""
     flags_now = os.environ.get("XLA_FLAGS", "")
     extra = [

@@ -36,6 +36,15 @@ def test_codebook_vector_quantizes_to_itself_with_zero_residual():
     np.testing.assert_allclose(vq.decode_codes(codes[..., :1]), entries, atol=1e-6)
 
 
+def test_decode_codes_sums_every_quantizers_vector():
+    x = jax.random.normal(jax.random.key(1), (2, 16, 8))
+    vq = _initialised_vq(x, nq=3, k=16)
+    zq, codes, _ = vq_call(vq, x)
+    np.testing.assert_allclose(vq.decode_codes(codes), zq, rtol=1e-5, atol=1e-5)
+    assert vq.decode_codes(codes[..., :0]).shape == (2, 16, 8)
+    assert not np.any(np.asarray(vq.decode_codes(codes[..., :0])))
+
+
 def test_dead_code_is_replaced_by_a_batch_residual():
     x = jax.random.normal(jax.random.key(0), (2, 32, 8))
     vq = _initialised_vq(x, nq=2, k=16, decay=0.5, dead_code_threshold=0.5)
