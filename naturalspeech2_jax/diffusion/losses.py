@@ -37,6 +37,8 @@ def latents_from_codes(codes: jax.Array, codebooks: jax.Array) -> jax.Array:
     # non-minor axis is slow), 3 ms this way.
     r = codebooks.shape[0]
     codes = codes[..., :r].astype(jnp.int32)
+    if r == 0:
+        return jnp.zeros((*codes.shape[:-1], codebooks.shape[-1]), jnp.float32)
     z = codebooks[0].astype(jnp.float32)[codes[..., 0]]
     for j in range(1, r):
         z = z + codebooks[j].astype(jnp.float32)[codes[..., j]]

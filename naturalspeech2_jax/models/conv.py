@@ -195,35 +195,21 @@ def conv_general_dilated(
     **kwargs,
 ) -> jax.Array:
     """``jax.lax.conv_general_dilated`` with the weight gradient of ``weight_grad_mode()``."""
-    simple = (
+    plain_1d = (  # what both of our own forms cover
         lhs.ndim == 3
         and tuple(window_strides) == (1,)
         and tuple(lhs_dilation or (1,)) == (1,)
-        and feature_group_count == 1
         and not kwargs.get("preferred_element_type")
         and kwargs.get("out_sharding") is None
         and _is_nwc(dimension_numbers)
     )
-    if simple and weight_grad_mode() == "matmul":
+    if plain_1d:
         dilation = int((rhs_dilation or (1,))[0])
         pads = _explicit_pads(padding, lhs.shape[1], rhs.shape[0], dilation)
-        if pads is not None:
+        depthwise = 1 < feature_group_count == lhs.shape[-1] == rhs.shape[-1] and rhs.shape[1] == 1
+        if pads is not None and feature_group_count == 1 and weight_grad_mode() == "matmul":
             return conv1d_matmul_grad(lhs, rhs, pads, dilation, precision)
-    depthwise = (
-        lhs.ndim == 3
-        and tuple(window_strides) == (1,)
-        and tuple(lhs_dilation or (1,)) == (1,)
-        and feature_group_count > 1
-        and feature_group_count == lhs.shape[-1] == rhs.shape[-1]
-        and rhs.shape[1] == 1
-        and not kwargs.get("preferred_element_type")
-        and kwargs.get("out_sharding") is None
-        and _is_nwc(dimension_numbers)
-    )
-    if depthwise and depthwise_as_taps():
-        dilation = int((rhs_dilation or (1,))[0])
-        pads = _explicit_pads(padding, lhs.shape[1], rhs.shape[0], dilation)
-        if pads is not None:
+        if pads is not None and depthwise and depthwise_as_taps():
             return depthwise_conv1d(lhs, rhs, pads, dilation)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     return jax.lax.conv_general_dilated(

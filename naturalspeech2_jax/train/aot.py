@@ -32,6 +32,7 @@ import numpy as np
 from naturalspeech2_jax.train import compiled as xla
 from naturalspeech2_jax.train import state as state_lib
 from naturalspeech2_jax.train.flops import traced_flops
+from naturalspeech2_jax.train.op_profile import profile_steps
 
 
 def compile_report(trainer: Any) -> tuple[Any, dict[str, Any]]:
@@ -45,12 +46,12 @@ def compile_report(trainer: Any) -> tuple[Any, dict[str, Any]]:
     memory = xla.compiled_memory(compiled)
     flops = xla.compiled_costs(compiled)["flops"]
     n_dev = trainer.mesh.devices.size
+    batch = trainer.abstract_batch()
     state = state_lib.with_shardings(trainer.abstract, trainer.shardings)
     # A cond's cheapest branch (the codec's GAN branch is off before its start step).
-    model_flops = traced_flops(trainer.step_fn, state, trainer.abstract_batch(), branches="min")
+    model_flops = traced_flops(trainer.step_fn, state, batch, branches="min")
     device = trainer.mesh.devices.flat[0]  # a compile-only TPU device under --compile_topology
     params = sum(math.prod(x.shape) for x in jax.tree.leaves(trainer.abstract.params))
-    batch = trainer.abstract_batch()
     report = {
         "task": trainer.config.task,
         "preset": trainer.config.get("preset", ""),
@@ -151,7 +152,5 @@ def time_steps(
     losses = {k: float(v) for k, v in jax.device_get(metrics).items() if k.endswith("/loss")}
     out["losses"] = losses
     if profile_dir:
-        from naturalspeech2_jax.benchmarks.reference_speed import profile_steps
-
         out["profile"] = profile_steps(compiled, state, batch, profile_dir)
     return out

@@ -45,7 +45,8 @@ def _conv_flops(eqn: Any) -> int:
     return 2 * math.prod(out) * in_per_group * taps
 
 
-def _sub_jaxprs(value: Any) -> list[Any]:
+def sub_jaxprs(value: Any) -> list[Any]:
+    """The jaxprs inside an equation's parameter (a jaxpr, a closed jaxpr, or a list of them)."""
     items = value if isinstance(value, list | tuple) else [value]
     out = []
     for item in items:
@@ -72,7 +73,7 @@ def jaxpr_flops(jaxpr: Any, branches: str = "min") -> int:
             total += pick((jaxpr_flops(b, branches) for b in eqn.params["branches"]), default=0)
         else:
             inner = sum(
-                jaxpr_flops(j, branches) for v in eqn.params.values() for j in _sub_jaxprs(v)
+                jaxpr_flops(j, branches) for v in eqn.params.values() for j in sub_jaxprs(v)
             )
             total += inner * (int(eqn.params["length"]) if name == "scan" else 1)
     return total

@@ -19,6 +19,7 @@ import jax
 from naturalspeech2_jax.benchmarks import reference_speed as rs
 from naturalspeech2_jax.train import loop
 from naturalspeech2_jax.train import state as state_lib
+from naturalspeech2_jax.train.flops import sub_jaxprs
 
 # (file, function) of the matmuls that are float32 by design.
 FLOAT32_BY_DESIGN = {
@@ -45,10 +46,8 @@ def matmul_dtypes(jaxpr) -> collections.Counter:
             dtypes = tuple(str(v.aval.dtype) for v in e.invars)
             out[(e.primitive.name, dtypes, _source(e))] += 1
         for p in e.params.values():
-            for sub in p if isinstance(p, list | tuple) else [p]:
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    out += matmul_dtypes(inner)
+            for inner in sub_jaxprs(p):
+                out += matmul_dtypes(inner)
     return out
 
 
