@@ -28,6 +28,7 @@ import platform
 import sys
 import time
 
+from naturalspeech2_jax import host_memory
 from naturalspeech2_jax.benchmarks import speed as benchmark
 from naturalspeech2_jax.evaluation.report import write_json
 
@@ -214,4 +215,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    host_memory.ensure()  # huge pages for XLA's host buffers: re-executes once
     sys.exit(main())

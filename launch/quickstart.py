@@ -51,7 +51,7 @@ from collections.abc import Callable
 from absl import app, flags
 from etils import epath
 
-from naturalspeech2_jax import cli
+from naturalspeech2_jax import cli, host_memory
 from naturalspeech2_jax.data.shared_corpus import NATIVE_HELDOUT
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage writes its outputs.")
@@ -543,4 +543,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    host_memory.ensure()  # huge pages for XLA's host buffers: re-executes once
     app.run(main)

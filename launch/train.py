@@ -53,6 +53,8 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
+from naturalspeech2_jax import host_memory
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file[:preset], locked after --config.* overrides.", lock_config=True
 )
@@ -321,4 +323,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    host_memory.ensure()  # huge pages for XLA's host buffers: re-executes once
     app.run(main, flags_parser=parse_flags)

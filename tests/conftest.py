@@ -28,6 +28,12 @@ if "NS2_TEST_XLA_CACHE" not in os.environ:
     os.environ["NS2_TEST_XLA_CACHE_OWNER"] = str(os.getpid())
     os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["NS2_TEST_XLA_CACHE"]
 
+# Huge pages for XLA's host buffers (naturalspeech2_jax/host_memory.py) in the xdist workers and
+# every command a test starts: they inherit this environment (this process started without).
+from naturalspeech2_jax import host_memory  # noqa: E402
+
+os.environ.update(host_memory.environment())
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -11,7 +11,9 @@ a separate 150-frame prompt, 60 phonemes, fp32): compile time, median and spread
 timed steps, latent frames/s, the step's FLOPs and FLOP utilisation against a float32 matmul
 measured in the same process (FLOPs from XLA's cost analysis of the looped twin's lowering when the
 stacks are scanned: XLA counts a while loop's body once, so a scanned program's own count misses
-all but one block per stack), XLA's memory analysis and the process's peak RSS; the loss alone
+all but one block per stack), XLA's memory analysis and the process's peak RSS, the minor page
+faults and system CPU time per step (the command first re-executes itself with huge pages on:
+``host_memory.py``); the loss alone
 (forward) and loss + gradients (forward + backward) as separate programs; then inference at the
 reference's 10 s: one denoiser evaluation at 800 frames, 150 Euler steps (RTF), and the default
 sampler (dpm++2m) at its default steps (``diffusion.defaults``: 12), 16 and 25.
@@ -54,6 +56,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from naturalspeech2_jax import host_memory
 from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 
 log = logging.getLogger(__name__)
@@ -191,12 +194,19 @@ def measure_training(config, shapes, steps: int, profile_dir: str | None) -> dic
             state, metrics = compiled(state, batch)  # warm-up
             jax.block_until_ready(state)
             times = []
+            usage0 = resource.getrusage(resource.RUSAGE_SELF)
             for _ in range(steps):
                 t0 = time.perf_counter()
                 state, metrics = compiled(state, batch)
                 jax.block_until_ready((state, metrics))
                 times.append(time.perf_counter() - t0)
+            usage1 = resource.getrusage(resource.RUSAGE_SELF)
             out["step"] = _spread(times)
+            # What the host's memory costs a step: page faults of the step's fresh temporaries
+            # and the kernel time they take (naturalspeech2_jax/host_memory.py).
+            out["step"]["minor_faults"] = (usage1.ru_minflt - usage0.ru_minflt) / steps
+            out["step"]["system_cpu_s"] = (usage1.ru_stime - usage0.ru_stime) / steps
+            out["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
             out["loss"] = float(jax.device_get(metrics["model/loss"]))
             out["peak_rss_gib_after_training"] = peak_rss_gib()
             if profile_dir:
@@ -323,6 +333,8 @@ def summarise(mode: str, r: dict[str, Any]) -> dict[str, Any]:
         "compile_s": round(t["compile_s"], 1),
         "xla_peak_gib": round((t["xla"]["memory"].get("peak_bytes") or 0) / 2**30, 2),
         "peak_rss_gib": round(t["peak_rss_gib_after_training"], 2),
+        "minor_faults_per_step": round(t["step"].get("minor_faults", 0)),
+        "system_cpu_s_per_step": round(t["step"].get("system_cpu_s", 0.0), 2),
         "forward_s": round(t["forward"]["median_s"], 3),
         "forward_backward_s": round(t["forward_backward"]["median_s"], 3),
     }
@@ -375,4 +387,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    host_memory.ensure()  # huge pages for XLA's host buffers: re-executes once
     sys.exit(main())

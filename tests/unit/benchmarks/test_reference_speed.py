@@ -59,6 +59,7 @@ def test_smoke_run_reports_every_column_of_the_table(tmp_path, monkeypatch):
     assert s["frames_per_s"] == pytest.approx(sh["batch"] * sh["frames"] / step, 0.01)
     assert s["reference_frames_per_s"] == rs.REFERENCE["on"]["frames_per_s"]
     assert s["step_spread_s"][0] <= s["step_s"] <= s["step_spread_s"][1]
+    assert s["minor_faults_per_step"] >= 0 and s["system_cpu_s_per_step"] >= 0
     # The scanned program's own count misses all but one block per stack.
     assert t["model_flops"] > 1.2 * t["lowered_flops"] > 0
     # The profile names where the step's time goes: op kinds and this package's source lines,
