@@ -76,11 +76,11 @@ def ensure() -> None:
     it is done twice). A process started from an interactive interpreter or from standard input
     cannot be re-executed and is left as it is.
     """
-    value = tunables_with_huge_pages(os.environ)
+    env = environment()
     argv = list(getattr(sys, "orig_argv", []))
-    if value is None or len(argv) < 2 or argv[1] == "-" or sys.flags.interactive:
+    unchanged = env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES")
+    if unchanged or len(argv) < 2 or argv[1] == "-" or sys.flags.interactive:
         return
-    env = dict(os.environ, GLIBC_TUNABLES=value)
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -48,7 +48,6 @@ def profile_steps(compiled, state, batch, directory: str, steps: int = 3) -> dic
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([a-z][\w\-]*)\(")
 _OPNAME = re.compile(r'op_name="([^"]*)"')
 _FRAME = re.compile(r"stack_frame_id=(\d+)")
-_KIND = re.compile(r"kind=(\w+)")
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _TABLE_ROW = re.compile(r"^(\d+) (.*)$")
 _FIELDS = re.compile(r"(\w+)=(\d+)")
