@@ -23,8 +23,12 @@ x 128 codec (speed does not depend on its weights), fp32, no EMA. CE-RVQ off = `
 (the model then skips the codebook distances). ``--profile DIR`` also traces a few steps with
 ``jax.profiler`` and writes ``DIR/<mode>/ops.json``: time per HLO instruction, per op kind, per
 fusion name and per source line of this package (from the stack frames XLA keeps), top first, with
-the optimised HLO in ``DIR/<mode>/hlo.txt``. Timings are measurements, never pass/fail criteria;
-rerun and give the spread. ``docs/experiments/speed.md`` has the measured history.
+the optimised HLO in ``DIR/<mode>/hlo.txt``. ``--perf DIR`` samples a few more steps with Linux
+``perf`` and reports CPU time per class of code (``cpu_share``: matrix kernels, XLA's generated
+loops, copies, kernel, runtime; ``train/cpu_profile.py``): on XLA:CPU the trace above times the
+convolutions' thunks, not the Eigen/oneDNN work they hand to the thread pool. Timings are
+measurements, never pass/fail criteria; rerun and give the spread. ``docs/experiments/speed.md``
+has the measured history.
 
 Reference (EVALUATION.md, measured 2026-12-06 on this kind of 2-core machine; Amphion's PyTorch
 NS2, eager, torch 2.13 CPU, 2 threads, 44.6M parameters against our 42.9M), kept in ``REFERENCE``
@@ -58,6 +62,7 @@ from typing import Any
 
 from naturalspeech2_jax import host_memory
 from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
+from naturalspeech2_jax.train.cpu_profile import JIT_PROFILE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +162,15 @@ def _spread(times: list[float]) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- measurement
-def measure_training(config, shapes, steps: int, profile_dir: str | None) -> dict[str, Any]:
+def measure_training(
+    config, shapes, steps: int, profile_dir: str | None, perf_dir: str | None = None
+) -> dict[str, Any]:
     import jax
     from flax import nnx
 
     from naturalspeech2_jax import parallel
     from naturalspeech2_jax.train.compiled import compiled_costs, compiled_memory, time_calls
+    from naturalspeech2_jax.train.cpu_profile import sample_steps
     from naturalspeech2_jax.train.loop import Trainer
     from naturalspeech2_jax.train.op_profile import profile_steps
 
@@ -209,6 +217,15 @@ def measure_training(config, shapes, steps: int, profile_dir: str | None) -> dic
             out["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
             out["loss"] = float(jax.device_get(metrics["model/loss"]))
             out["peak_rss_gib_after_training"] = peak_rss_gib()
+            if perf_dir:  # before the trace below, which donates the state it is given
+                holder = [state]
+
+                def one_step():
+                    holder[0], m = compiled(holder[0], batch)
+                    jax.block_until_ready((holder[0], m))
+
+                out["cpu_profile"] = sample_steps(one_step, max(3, steps // 2), perf_dir)
+                state = holder[0]
             if profile_dir:
                 out["profile"] = profile_steps(compiled, state, batch, profile_dir)
 
@@ -303,7 +320,8 @@ def worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     shapes = SMOKE_SHAPES if args.smoke else SHAPES
     result: dict[str, Any] = {"ce_rvq": mode, "matmul": matmul_reference(smoke=args.smoke)}
     profile = os.path.join(args.profile, mode) if args.profile else None
-    result["training"] = measure_training(config, shapes, args.steps, profile)
+    perf = os.path.join(args.perf, mode) if args.perf else None
+    result["training"] = measure_training(config, shapes, args.steps, profile, perf)
     if args.inference:
         result["inference"] = measure_inference(config, args.smoke)
     result["peak_rss_gib"] = peak_rss_gib()
@@ -338,6 +356,11 @@ def summarise(mode: str, r: dict[str, Any]) -> dict[str, Any]:
         "forward_s": round(t["forward"]["median_s"], 3),
         "forward_backward_s": round(t["forward_backward"]["median_s"], 3),
     }
+    cpu = t.get("cpu_profile") or {}
+    if "classes" in cpu:  # perf's CPU samples per class of code (train/cpu_profile.py)
+        row["cpu_share"] = {c["class"]: c["share"] for c in cpu["classes"]}
+    elif "error" in cpu:
+        row["cpu_share"] = cpu["error"]
     inf = r.get("inference") or {}
     if "denoiser_step_s" in inf:
         row["denoiser_step_800_s"] = round(inf["denoiser_step_s"], 4)
@@ -353,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed training steps")
     p.add_argument("--ce_rvq", default="on,off", help="on, off or on,off")
     p.add_argument("--profile", help="folder for jax.profiler traces and ops.json")
+    p.add_argument("--perf", help="folder for a Linux perf sample of a few steps: CPU time per "
+                   "class of code (train/cpu_profile.py; needs perf)")  # fmt: skip
     p.add_argument("--no_inference", dest="inference", action="store_false")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: seconds (tests)")
     p.add_argument("--set", action="append", default=[], help="config override, e.g. "
@@ -371,9 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--steps", str(args.steps)] + [f"--set={o}" for o in args.set]
     common += ["--smoke"] * args.smoke + ["--no_inference"] * (not args.inference)
     common += ["--profile", args.profile] if args.profile else []
+    common += ["--perf", args.perf] if args.perf else []
+    # oneDNN names its JIT kernels for perf only if told so before it makes the first one.
+    env = {**os.environ, **(JIT_PROFILE_ENV if args.perf else {})}
     for mode in modes:  # one process each: peak RSS and caches are that mode's alone
         cmd = [sys.executable, "-m", MODULE, *common, "--ce_rvq", mode, "--worker", mode]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             raise SystemExit(f"error: the CE-RVQ {mode} run failed:\n{proc.stderr[-3000:]}")

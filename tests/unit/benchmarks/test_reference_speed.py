@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from naturalspeech2_jax.benchmarks import reference_speed as rs
+from naturalspeech2_jax.train import cpu_profile
 
 
 def test_config_is_the_reference_size_and_ce_rvq_off_zeroes_its_weight():
@@ -45,7 +46,9 @@ def test_smoke_run_reports_every_column_of_the_table(tmp_path, monkeypatch):
     argv = ["--smoke", "--steps", "2", "--no_inference", "--ce_rvq", "on", "--out", str(out)]
     # Deeper encoders than smoke's one layer, so that the scanned stacks repeat their block.
     deeper = ["--set", "model.enc_layers=4", "--set", "model.prompt_layers=4"]
-    rs.main([*argv, "--set", "model.scan_layers=true", *deeper, "--profile", str(profile)])
+    perf = tmp_path / "perf"
+    rs.main([*argv, "--set", "model.scan_layers=true", *deeper, "--profile", str(profile),
+             "--perf", str(perf)])  # fmt: skip
     result = json.loads(out.read_text())
     assert result["reference"] == rs.REFERENCE and result["before"] == rs.BEFORE
     assert set(result["modes"]) == {"on"}
@@ -69,6 +72,14 @@ def test_smoke_run_reports_every_column_of_the_table(tmp_path, monkeypatch):
     assert any(row["source"].startswith(("models/", "diffusion/", "tasks/", "train/"))
                for row in ops["by_source"]), ops["by_source"]  # fmt: skip
     assert "HloModule" in (profile / "on" / "hlo.txt").read_text()[:2000]
+    # perf's CPU samples per class of code, or the one reason it cannot sample here (CI
+    # machines may have no perf).
+    cpu = t["cpu_profile"]
+    if cpu_profile.unavailable():
+        assert s["cpu_share"] == cpu["error"] == cpu_profile.unavailable()
+    else:
+        assert sum(s["cpu_share"].values()) == pytest.approx(1.0, abs=0.02)
+        assert cpu["onednn_kernels_named"] and (perf / "on" / "report.txt").exists()
 
 
 def test_inference_reports_euler_150_and_the_default_sampler_beside_it():
