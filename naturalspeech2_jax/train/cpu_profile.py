@@ -129,6 +129,7 @@ def sample_steps(
         return {"error": reason}
     os.makedirs(directory, exist_ok=True)
     data = os.path.join(directory, "perf.data")
+    Path(data).unlink(missing_ok=True)  # its appearance below says perf has attached
     perf = shutil.which("perf")
     cmd = [perf, "record", "-F", str(frequency), "-p", str(os.getpid()), "-o", data]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -138,16 +139,19 @@ def sample_steps(
     if proc.poll() is not None:
         return {"error": f"perf record exited at once: {proc.stderr.read().strip()[-500:]}"}
     start, ran = time.perf_counter(), 0
-    while ran < steps or time.perf_counter() - start < min_seconds:
-        run_step()
-        ran += 1
-    seconds = time.perf_counter() - start
-    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return {"error": "perf record did not stop within 60 s of SIGINT"}
+        while ran < steps or time.perf_counter() - start < min_seconds:
+            run_step()
+            ran += 1
+    finally:  # a failing step must not leave perf sampling this process
+        seconds = time.perf_counter() - start
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if proc.returncode not in (0, -signal.SIGINT):
+        return {"error": f"perf record failed: {proc.stderr.read().strip()[-500:]}"}
     report = subprocess.run(
         [perf, "report", "-i", data, "--sort", "dso,sym", "--stdio", "--no-children"],
         capture_output=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from naturalspeech2_jax.train import cpu_profile
@@ -95,3 +97,14 @@ def test_a_matmul_loop_is_mostly_matrix_kernels(tmp_path):
     assert matmul > 0.5, shares
     # At least 5 steps and 1.5 s: a ~50 ms step runs more than 5 times.
     assert out["steps"] > 5 and out["seconds"] >= 1.5 and (tmp_path / "report.txt").exists()
+
+
+@pytest.mark.skipif(cpu_profile.unavailable() is not None, reason="perf cannot sample here")
+def test_a_failing_step_stops_perf(tmp_path):
+    def step():
+        raise RuntimeError("bad step")
+
+    with pytest.raises(RuntimeError, match="bad step"):
+        cpu_profile.sample_steps(step, 3, str(tmp_path))
+    mine = subprocess.run(["pgrep", "-f", f"perf record .*{tmp_path}"], capture_output=True)
+    assert mine.stdout.strip() == b""  # no perf left attached
