@@ -62,7 +62,7 @@ from typing import Any
 
 from naturalspeech2_jax import host_memory
 from naturalspeech2_jax.diffusion.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
-from naturalspeech2_jax.train.cpu_profile import JIT_PROFILE_ENV
+from naturalspeech2_jax.train.cpu_profile import JIT_PROFILE_ENV, sample_steps
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,6 @@ def measure_training(
 
     from naturalspeech2_jax import parallel
     from naturalspeech2_jax.train.compiled import compiled_costs, compiled_memory, time_calls
-    from naturalspeech2_jax.train.cpu_profile import sample_steps
     from naturalspeech2_jax.train.loop import Trainer
     from naturalspeech2_jax.train.op_profile import profile_steps
 

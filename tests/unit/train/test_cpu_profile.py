@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from naturalspeech2_jax.train import cpu_profile
@@ -83,9 +85,6 @@ def test_without_perf_it_says_how_to_get_it(monkeypatch):
 
 @pytest.mark.skipif(cpu_profile.unavailable() is not None, reason="perf cannot sample here")
 def test_a_matmul_loop_is_mostly_matrix_kernels(tmp_path):
-    import jax
-    import jax.numpy as jnp
-
     a = jnp.ones((768, 768), jnp.float32)
     f = jax.jit(lambda x: x @ x @ x)
     f(a).block_until_ready()
